@@ -1,0 +1,56 @@
+"""The /users operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.etags import etag, none_match, versions_in
+from store import User, UserStore
+
+Response = tuple[Any, int, dict[str, str]]
+JSON = {"Content-Type": "application/json"}
+
+
+def present(user: User) -> dict[str, Any]:
+    """A user as the spec's `User` schema shows it."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+    }
+
+
+def list_users(
+    limit: int = 20, cursor: str | None = None, username: str | None = None, *, store: UserStore
+) -> Response:
+    """A page of users after `cursor`; one more is fetched to know whether a next page exists."""
+    users = store.list(after=int(cursor or 0), limit=limit + 1, username=username)
+    page = users[:limit]
+    next_cursor = str(page[-1].id) if len(users) > limit else None
+    body = {"items": [present(user) for user in page], "next_cursor": next_cursor}
+    return body, 200, dict(JSON)
+
+
+def create_user(body: dict[str, str], *, store: UserStore) -> Response:
+    user = store.create(username=body["username"])
+    return present(user), 201, {"Location": f"/users/{user.id}", "ETag": etag(user)} | JSON
+
+
+def get_user(user_id: int, *, store: UserStore, if_none_match: str | None = None) -> Response:
+    user = store.get(user_id)
+    if none_match(if_none_match, user):
+        return None, 304, {"ETag": etag(user)} | JSON
+    return present(user), 200, {"ETag": etag(user)} | JSON
+
+
+def update_user(
+    user_id: int, body: dict[str, str], *, store: UserStore, if_match: str | None = None
+) -> Response:
+    user = store.update(user_id, username=body["username"], expected_versions=versions_in(if_match))
+    return present(user), 200, {"ETag": etag(user)} | JSON
+
+
+def delete_user(user_id: int, *, store: UserStore, if_match: str | None = None) -> Response:
+    store.delete(user_id, expected_versions=versions_in(if_match))
+    return None, 204, {}

@@ -1,0 +1,87 @@
+"""Every error the service answers, as one RFC 9457 `application/problem+json` shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from connexion import FlaskApp
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+from store import PreconditionFailed, StoreError, UsernameTaken, UserNotFound
+
+logger = logging.getLogger(__name__)
+
+STORE_ERROR_STATUS: dict[type[StoreError], int] = {
+    UserNotFound: 404,
+    UsernameTaken: 409,
+    PreconditionFailed: 412,
+}
+
+
+def invalid(detail: str, errors: Sequence[Mapping[str, str]]) -> ProblemException:
+    """A 400 that lists every failing field."""
+    return ProblemException(status=400, title="Bad Request", detail=detail, ext={"errors": errors})
+
+
+def problem(
+    request: ConnexionRequest,
+    status: int,
+    detail: str,
+    *,
+    errors: Sequence[Mapping[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ConnexionResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = list(errors)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return ConnexionResponse(
+        status_code=status,
+        mimetype="application/problem+json",
+        content_type="application/problem+json",
+        body=json.dumps(body),
+        headers=headers,
+    )
+
+
+def install_error_handlers(app: FlaskApp, allowed_methods: Callable[[str], list[str]]) -> None:
+    """Route every exception to one problem response; `allowed_methods` gives a path's `Allow`."""
+
+    def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        assert isinstance(exc, ProblemException)
+        errors = (exc.ext or {}).get("errors")
+        return problem(request, exc.status, str(exc.detail), errors=errors, headers=exc.headers)
+
+    def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        assert isinstance(exc, StoreError)
+        return problem(request, STORE_ERROR_STATUS[type(exc)], str(exc))
+
+    def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.url.path))
+        return problem(request, exc.status_code, exc.detail, headers=headers)
+
+    def on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem(request, 500, "The server failed to answer this request.")
+
+    app.add_error_handler(ProblemException, on_problem)
+    app.add_error_handler(StoreError, on_store_error)
+    app.add_error_handler(HTTPException, on_http_exception)
+    app.add_error_handler(Exception, on_unexpected)

@@ -1,0 +1,59 @@
+"""Settings, read from `USERS_*` environment variables; the command line overrides them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+class SettingsError(ValueError):
+    """A setting with a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    store_url: str = "memory://"
+    workers: int = 1
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = 16 * 1024
+    validate_responses: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be 0-65535, not {self.port}")
+        if self.workers < 1:
+            raise SettingsError(f"workers must be at least 1, not {self.workers}")
+        if self.max_body_bytes < 1:
+            raise SettingsError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}")
+        if any(not key.strip() for key in self.api_keys):
+            raise SettingsError("an API key must not be empty")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """`USERS_PORT=9000` sets `port`; `USERS_API_KEYS` is comma-separated."""
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(f"USERS_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = _parse(field.name, field.type, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, kind: object, raw: str) -> object:
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(
+                f"USERS_{name.upper()} must be a whole number, not {raw!r}"
+            ) from None
+    if kind == "bool":
+        if raw.lower() not in {"1", "true", "yes", "0", "false", "no"}:
+            raise SettingsError(f"USERS_{name.upper()} must be true or false, not {raw!r}")
+        return raw.lower() in {"1", "true", "yes"}
+    if kind == "tuple[str, ...]":
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
+    return raw

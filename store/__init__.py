@@ -1,0 +1,74 @@
+"""The user store: the interface every backend implements, its errors, and how to open one."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    """Grows by one on every write; the ETag is made from it."""
+
+
+class StoreError(Exception):
+    """A request the store refused; each subclass is one reason."""
+
+
+class UserNotFound(StoreError):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"User {user_id} does not exist.")
+
+
+class UsernameTaken(StoreError):
+    def __init__(self, username: str) -> None:
+        super().__init__(f"The username {username!r} is taken.")
+
+
+class PreconditionFailed(StoreError):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"User {user_id} has changed; its current ETag is not in If-Match.")
+
+
+class UserStore(Protocol):
+    """Users by id. `expected_versions`, when given, makes a write conditional: it happens
+    only if the user's current version is among them (else `PreconditionFailed`), checked
+    and written atomically."""
+
+    def create(self, *, username: str) -> User: ...
+
+    def get(self, user_id: int) -> User: ...
+
+    def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
+        """At most `limit` users with ids above `after`, by id."""
+        ...
+
+    def update(
+        self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
+    ) -> User: ...
+
+    def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class UnknownStoreURL(ValueError):
+    pass
+
+
+def open_store(url: str) -> UserStore:
+    """The backend a URL names: `memory://`."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from store.memory import MemoryStore
+
+        return MemoryStore()
+    raise UnknownStoreURL(f"unknown store URL {url!r}: expected memory://")

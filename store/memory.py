@@ -1,0 +1,87 @@
+"""The in-memory store: for tests and demos. It lives in one process and dies with it."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from store import PreconditionFailed, User, UsernameTaken, UserNotFound
+
+
+class MemoryStore:
+    """Thread-safe: one lock around every read and write, so a conditional write checks and
+    writes in one step. Lookups by id and by username are O(1); a page is O(log n + limit)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[int, User] = {}
+        self._ids_by_name: dict[str, int] = {}
+        self._ordered_ids: list[int] = []
+        self._last_id = 0
+
+    def create(self, *, username: str) -> User:
+        with self._lock:
+            self._claim(username)
+            self._last_id += 1
+            now = datetime.now(UTC)
+            user = User(self._last_id, username, now, now, version=1)
+            self._users[user.id] = user
+            self._ids_by_name[username.lower()] = user.id
+            self._ordered_ids.append(user.id)
+            return user
+
+    def get(self, user_id: int) -> User:
+        with self._lock:
+            return self._current(user_id, None)
+
+    def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
+        with self._lock:
+            if username is not None:
+                user_id = self._ids_by_name.get(username.lower())
+                ids = [user_id] if user_id is not None and user_id > after else []
+            else:
+                start = bisect.bisect_right(self._ordered_ids, after)
+                ids = self._ordered_ids[start : start + limit]
+            return [self._users[user_id] for user_id in ids]
+
+    def update(
+        self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
+    ) -> User:
+        with self._lock:
+            user = self._current(user_id, expected_versions)
+            if username.lower() != user.username.lower():
+                self._claim(username)
+                del self._ids_by_name[user.username.lower()]
+                self._ids_by_name[username.lower()] = user_id
+            updated = replace(
+                user, username=username, updated_at=datetime.now(UTC), version=user.version + 1
+            )
+            self._users[user_id] = updated
+            return updated
+
+    def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
+        with self._lock:
+            user = self._current(user_id, expected_versions)
+            del self._users[user_id]
+            del self._ids_by_name[user.username.lower()]
+            del self._ordered_ids[bisect.bisect_left(self._ordered_ids, user_id)]
+
+    def close(self) -> None:
+        pass
+
+    def _current(self, user_id: int, expected_versions: Collection[int] | None) -> User:
+        """The user, if it exists and its version is expected; call with the lock held."""
+        user = self._users.get(user_id)
+        if user is None:
+            raise UserNotFound(user_id)
+        if expected_versions is not None and user.version not in expected_versions:
+            raise PreconditionFailed(user_id)
+        return user
+
+    def _claim(self, username: str) -> None:
+        """Refuse a username another user has; call with the lock held."""
+        if username.lower() in self._ids_by_name:
+            raise UsernameTaken(username)

@@ -1,0 +1,44 @@
+"""Each test builds its own app over its own store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from connexion import FlaskApp
+from httpx import Response
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from store import UserStore
+from store.memory import MemoryStore
+
+API_KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def store() -> UserStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def app(store: UserStore) -> FlaskApp:
+    return create_app(Settings(api_keys=(API_KEY,), validate_responses=True), store=store)
+
+
+@pytest.fixture
+def client(app: FlaskApp) -> TestClient:
+    return app.test_client()
+
+
+def assert_problem(response: Response, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert problem["type"] == "about:blank"
+    assert problem["title"]
+    return problem

@@ -1,0 +1,140 @@
+"""`users-api serve` as a user runs it: a real process on a loopback port."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
+    """A running `users-api serve`; killed on the way out if it is still running."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_until_up(server)
+        yield server
+    finally:
+        process.kill()
+        process.wait()
+
+
+def wait_until_up(server: Server) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited: {server.output()}")
+        try:
+            httpx.get(f"{server.url}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"server did not start: {server.output()}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with serve(tmp_path, "--api-key", "k1") as running:
+        yield running
+
+
+AUTH = {"Authorization": "Bearer k1"}
+
+
+def test_the_seeds_put_answers_200_400_and_404_over_http(server: Server) -> None:
+    created = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
+    user_url = f"{server.url}/users/{created.json()['id']}"
+
+    ok = httpx.put(user_url, json={"username": "kramer"}, headers=AUTH)
+    bad = httpx.put(user_url, json={}, headers=AUTH)
+    missing = httpx.put(f"{server.url}/users/999", json={"username": "kramer"}, headers=AUTH)
+
+    assert (ok.status_code, ok.json()["username"]) == (200, "kramer")
+    assert (bad.status_code, bad.headers["content-type"]) == (400, "application/problem+json")
+    assert bad.json()["errors"][0]["pointer"] == "/username"
+    assert missing.status_code == 404
+
+
+def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(server: Server) -> None:
+    body = b'{"username": "cosmo"}'
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(
+            b"POST /users HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer k1\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5]
+        )
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        sock.sendall(body[5:])
+        response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 201 "), response
+    assert server.process.wait(timeout=15) == 0
+
+
+def test_without_a_key_serve_prints_one_that_then_works(tmp_path: Path) -> None:
+    with serve(tmp_path) as running:
+        key = re.search(r"Authorization: Bearer (\S+)", running.output())
+        assert key, running.output()
+        headers = {"Authorization": f"Bearer {key[1]}"}
+        response = httpx.post(f"{running.url}/users", json={"username": "x"}, headers=headers)
+        assert response.status_code == 201
+        assert httpx.post(f"{running.url}/users", json={"username": "y"}).status_code == 401
+
+
+def test_demo_seeds_example_users(tmp_path: Path) -> None:
+    with serve(tmp_path, "--demo") as running:
+        users = httpx.get(f"{running.url}/users").json()["items"]
+        assert [user["username"] for user in users] == ["cosmo", "elaine", "george", "jerry"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "2"], "cannot serve --workers > 1"),
+        (["--store", "redis://x"], "unknown store URL 'redis://x'"),
+        (["--port", "70000"], "port must be 0-65535"),
+        (["--max-body-bytes", "0"], "max_body_bytes must be at least 1"),
+        (["--api-key", " "], "an API key must not be empty"),
+    ],
+)
+def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
+    args: list[str], message: str
+) -> None:
+    command = [sys.executable, "-m", "service.cli", "serve", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,54 @@
+"""Settings from USERS_* variables, and the command line over them."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.cli import _parser, _settings
+from service.settings import Settings, SettingsError
+
+
+def test_defaults_need_no_environment() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_environment_variables_set_each_field() -> None:
+    environ = {
+        "USERS_HOST": "0.0.0.0",
+        "USERS_PORT": "9000",
+        "USERS_STORE_URL": "memory://",
+        "USERS_API_KEYS": "old, new,",
+        "USERS_MAX_BODY_BYTES": "1024",
+        "USERS_VALIDATE_RESPONSES": "true",
+    }
+    settings = Settings.from_env(environ)
+    assert (settings.host, settings.port, settings.max_body_bytes) == ("0.0.0.0", 9000, 1024)
+    assert settings.api_keys == ("old", "new")
+    assert settings.validate_responses is True
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"USERS_PORT": "eighty"}, "USERS_PORT must be a whole number"),
+        ({"USERS_WORKERS": "0"}, "workers must be at least 1"),
+        ({"USERS_VALIDATE_RESPONSES": "maybe"}, "must be true or false"),
+    ],
+)
+def test_a_bad_environment_value_is_refused_by_name(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(environ)
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERS_PORT", "9000")
+    monkeypatch.setenv("USERS_API_KEYS", "from-env")
+    args = _parser().parse_args(["serve", "--port", "9001", "--api-key", "a", "--api-key", "b"])
+    settings = _settings(args)
+    assert settings.port == 9001
+    assert settings.api_keys == ("a", "b")
+
+
+def test_unset_flags_keep_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERS_PORT", "9000")
+    assert _settings(_parser().parse_args(["serve"])).port == 9000

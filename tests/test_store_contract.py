@@ -1,0 +1,150 @@
+"""The contract every store backend keeps; each test runs against each backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from store import PreconditionFailed, UsernameTaken, UserNotFound, UserStore
+from store.memory import MemoryStore
+
+BACKENDS: dict[str, Callable[[], UserStore]] = {"memory": MemoryStore}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Iterator[UserStore]:
+    store = BACKENDS[request.param]()
+    yield store
+    store.close()
+
+
+def test_create_allocates_increasing_ids_and_version_1(backend: UserStore) -> None:
+    first = backend.create(username="cosmo")
+    second = backend.create(username="elaine")
+    assert first.id >= 1
+    assert second.id > first.id
+    assert first.version == second.version == 1
+    assert first.created_at == first.updated_at
+
+
+def test_get_returns_what_create_returned(backend: UserStore) -> None:
+    user = backend.create(username="Cosmo")
+    assert backend.get(user.id) == user
+
+
+def test_get_unknown_id_raises_user_not_found(backend: UserStore) -> None:
+    with pytest.raises(UserNotFound):
+        backend.get(1)
+
+
+def test_usernames_are_unique_ignoring_case(backend: UserStore) -> None:
+    backend.create(username="Cosmo")
+    with pytest.raises(UsernameTaken):
+        backend.create(username="cOSMO")
+
+
+def test_list_pages_by_id_after_a_cursor(backend: UserStore) -> None:
+    users = [backend.create(username=f"user{n}") for n in range(5)]
+    assert backend.list(after=0, limit=2) == users[:2]
+    assert backend.list(after=users[1].id, limit=2) == users[2:4]
+    assert backend.list(after=users[4].id, limit=2) == []
+
+
+def test_list_filters_by_username_ignoring_case(backend: UserStore) -> None:
+    backend.create(username="cosmo")
+    elaine = backend.create(username="Elaine")
+    assert backend.list(after=0, limit=10, username="ELAINE") == [elaine]
+    assert backend.list(after=elaine.id, limit=10, username="elaine") == []
+    assert backend.list(after=0, limit=10, username="newman") == []
+
+
+def test_update_changes_the_username_and_bumps_the_version(backend: UserStore) -> None:
+    user = backend.create(username="cosmo")
+    updated = backend.update(user.id, username="kramer")
+    assert (updated.id, updated.username, updated.version) == (user.id, "kramer", 2)
+    assert updated.created_at == user.created_at
+    assert updated.updated_at >= user.updated_at
+    assert backend.get(user.id) == updated
+
+
+def test_update_frees_the_old_username(backend: UserStore) -> None:
+    user = backend.create(username="cosmo")
+    backend.update(user.id, username="kramer")
+    backend.create(username="Cosmo")
+
+
+def test_update_to_a_taken_username_raises_and_changes_nothing(backend: UserStore) -> None:
+    backend.create(username="cosmo")
+    elaine = backend.create(username="elaine")
+    with pytest.raises(UsernameTaken):
+        backend.update(elaine.id, username="COSMO")
+    assert backend.get(elaine.id) == elaine
+
+
+def test_update_unknown_id_raises_user_not_found(backend: UserStore) -> None:
+    with pytest.raises(UserNotFound):
+        backend.update(1, username="cosmo")
+
+
+def test_conditional_update_applies_only_to_an_expected_version(backend: UserStore) -> None:
+    user = backend.create(username="cosmo")
+    with pytest.raises(PreconditionFailed):
+        backend.update(user.id, username="kramer", expected_versions={2, 3})
+    assert backend.get(user.id) == user
+    assert backend.update(user.id, username="kramer", expected_versions={1}).version == 2
+
+
+def test_conditional_delete_applies_only_to_an_expected_version(backend: UserStore) -> None:
+    user = backend.create(username="cosmo")
+    with pytest.raises(PreconditionFailed):
+        backend.delete(user.id, expected_versions=set())
+    backend.delete(user.id, expected_versions={1})
+    with pytest.raises(UserNotFound):
+        backend.get(user.id)
+
+
+def test_delete_unknown_id_raises_user_not_found(backend: UserStore) -> None:
+    with pytest.raises(UserNotFound):
+        backend.delete(1)
+
+
+def test_ids_are_never_reused_after_a_delete(backend: UserStore) -> None:
+    first = backend.create(username="cosmo")
+    second = backend.create(username="elaine")
+    backend.delete(second.id)
+    assert backend.create(username="george").id > second.id > first.id
+
+
+def test_racing_creates_of_one_username_make_exactly_one_user(backend: UserStore) -> None:
+    def attempt(n: int) -> bool:
+        try:
+            backend.create(username="Cosmo" if n % 2 else "cosmo")
+        except UsernameTaken:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert sum(pool.map(attempt, range(32))) == 1
+
+
+def test_racing_conditional_updates_lose_no_update(backend: UserStore) -> None:
+    """Read-modify-write with a version check, retried on conflict: every success counts."""
+    user = backend.create(username="n0")
+
+    def increment(_: int) -> None:
+        while True:
+            current = backend.get(user.id)
+            count = int(current.username[1:])
+            try:
+                backend.update(
+                    user.id, username=f"n{count + 1}", expected_versions={current.version}
+                )
+                return
+            except PreconditionFailed:
+                continue
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(increment, range(200)))
+    assert backend.get(user.id).username == "n200"
