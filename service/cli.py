@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import signal
 import sys
@@ -39,7 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: make that
     # second one a clean exit, since stopping on request is success.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port)
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port)
+        return 0
+    # Each worker process builds its own app and store from the same settings.
+    store.close()
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+    )
     return 0
 
 
@@ -53,7 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (USERS_HOST; 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (USERS_PORT; 8080)")
-    serve.add_argument("--store", dest="store_url", help="store URL (USERS_STORE_URL; memory://)")
+    serve.add_argument(
+        "--store",
+        dest="store_url",
+        help="store URL: sqlite:///PATH, postgresql://USER@HOST:PORT/DB or memory:// "
+        "(USERS_STORE_URL; sqlite:///data/users.db)",
+    )
     serve.add_argument("--workers", type=int, help="worker processes (USERS_WORKERS; 1)")
     serve.add_argument(
         "--api-key",

@@ -15,7 +15,7 @@ class SettingsError(ValueError):
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    store_url: str = "memory://"
+    store_url: str = "sqlite:///data/users.db"
     workers: int = 1
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024
@@ -40,6 +40,21 @@ class Settings:
             if raw is not None:
                 values[field.name] = _parse(field.name, field.type, raw)
         return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The `USERS_*` variables that `from_env` reads back as these settings."""
+        return {
+            f"USERS_{field.name.upper()}": _format(getattr(self, field.name))
+            for field in fields(self)
+        }
+
+
+def _format(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _parse(name: str, kind: object, raw: str) -> object:

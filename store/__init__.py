@@ -65,10 +65,16 @@ class UnknownStoreURL(ValueError):
 
 
 def open_store(url: str) -> UserStore:
-    """The backend a URL names: `memory://`."""
-    scheme = urlsplit(url).scheme
+    """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`."""
+    scheme = urlsplit(url).scheme.split("+")[0]
     if scheme == "memory":
         from store.memory import MemoryStore
 
         return MemoryStore()
-    raise UnknownStoreURL(f"unknown store URL {url!r}: expected memory://")
+    if scheme in {"sqlite", "postgresql"}:
+        from store.sql import SQLStore
+
+        return SQLStore(url)
+    raise UnknownStoreURL(
+        f"unknown store URL {url!r}: expected memory://, sqlite:///PATH or postgresql://..."
+    )

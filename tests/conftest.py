@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,15 +14,17 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from store import UserStore
-from store.memory import MemoryStore
+from tests.stores import fresh_store
 
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-@pytest.fixture
-def store() -> UserStore:
-    return MemoryStore()
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UserStore]:
+    """The HTTP suites run over the mock store and over the embedded default."""
+    with fresh_store(request.param, tmp_path) as store:
+        yield store
 
 
 @pytest.fixture

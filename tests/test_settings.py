@@ -52,3 +52,8 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_unset_flags_keep_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERS_PORT", "9000")
     assert _settings(_parser().parse_args(["serve"])).port == 9000
+
+
+def test_to_env_round_trips_through_from_env() -> None:
+    settings = Settings(port=9000, api_keys=("a", "b"), validate_responses=True, workers=2)
+    assert Settings.from_env(settings.to_env()) == settings

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from store import PreconditionFailed, UsernameTaken, UserNotFound, UserStore
-from store.memory import MemoryStore
-
-BACKENDS: dict[str, Callable[[], UserStore]] = {"memory": MemoryStore}
+from tests.stores import fresh_store
 
 
-@pytest.fixture(params=list(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> Iterator[UserStore]:
-    store = BACKENDS[request.param]()
-    yield store
-    store.close()
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UserStore]:
+    with fresh_store(request.param, tmp_path) as store:
+        yield store
 
 
 def test_create_allocates_increasing_ids_and_version_1(backend: UserStore) -> None:
