@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ def free_port() -> int:
 def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
     """A running `users-api serve`; killed on the way out if it is still running."""
     port = free_port()
+    tmp_path.mkdir(exist_ok=True)
     log = tmp_path / "server.log"
     if "--store" not in args:
         args = ("--store", f"sqlite:///{tmp_path / 'users.db'}", *args)
@@ -194,4 +196,48 @@ def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str)
         successes = increment_with_if_match(server.url, clients=8, increments=25)
         final = httpx.get(f"{server.url}/users/1").json()["username"]
     assert successes == 8 * 25
+    assert final == f"n{successes}"
+
+
+def test_every_acknowledged_create_survives_sigkill(tmp_path: Path) -> None:
+    acknowledged: list[dict[str, object]] = []
+    with serve(tmp_path, "--api-key", "k1") as running:
+
+        def write() -> None:
+            with httpx.Client(base_url=running.url, headers=AUTH, timeout=5) as client:
+                for n in range(100_000):
+                    try:
+                        response = client.post("/users", json={"username": f"u{n}"})
+                    except httpx.TransportError:
+                        return
+                    assert response.status_code == 201
+                    acknowledged.append(response.json())
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            writer = pool.submit(write)
+            time.sleep(1.5)
+            running.process.kill()
+            writer.result()
+    assert len(acknowledged) > 10
+    with serve(tmp_path) as restarted:
+        for user in acknowledged:
+            assert httpx.get(f"{restarted.url}/users/{user['id']}").json() == user
+    with sqlite3.connect(tmp_path / "users.db") as database:
+        assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_two_instances_over_one_postgresql_lose_no_update(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        store = stack.enter_context(postgres_schema())
+        first, second = (
+            stack.enter_context(serve(tmp_path / name, "--store", store, "--api-key", "k1"))
+            for name in ("a", "b")
+        )
+        httpx.post(f"{first.url}/users", json={"username": "n0"}, headers=AUTH)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            successes = sum(
+                pool.map(lambda url: increment_with_if_match(url, 4, 25), [first.url, second.url])
+            )
+        final = httpx.get(f"{second.url}/users/1").json()["username"]
+    assert successes == 2 * 4 * 25
     assert final == f"n{successes}"
