@@ -6,6 +6,8 @@ from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.problems import invalid
+
 
 class RequestBodyGuard:
     """Refuses a body larger than `max_bytes` with 413 (by Content-Length, and by counting the
@@ -24,7 +26,7 @@ class RequestBodyGuard:
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         if declared is not None and not declared.isdigit():
-            raise ProblemException(status=400, title="Bad Request", detail="Bad Content-Length.")
+            raise invalid("Content-Length is not a number.", [])
         if declared is not None and int(declared) > self.max_bytes:
             raise self._too_large()
 

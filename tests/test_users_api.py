@@ -6,6 +6,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from service.app import create_app
+from service.settings import Settings
 from store import UserStore
 from tests.conftest import AUTH, assert_problem
 
@@ -158,9 +160,6 @@ def test_post_without_a_key_returns_401(client: TestClient, store: UserStore) ->
 
 
 def test_a_rotated_pair_of_keys_both_work(store: UserStore) -> None:
-    from service.app import create_app
-    from service.settings import Settings
-
     client = create_app(Settings(api_keys=("old", "new")), store=store).test_client()
     for key in ("old", "new"):
         response = client.post(
