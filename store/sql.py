@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
 from store import PreconditionFailed, User, UsernameTaken, UserNotFound
+from store.migrations import upgrade
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -62,10 +63,8 @@ users = Table(
 
 
 class SQLStore:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 5) -> None:
-        self.engine = _engine(url, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size)
-        from store.migrations import upgrade
-
+    def __init__(self, url: str) -> None:
+        self.engine = _engine(url)
         upgrade(self.engine)
 
     def create(self, *, username: str) -> User:
@@ -144,10 +143,10 @@ def _user(row: Row[Any]) -> User:
     return User(row.id, row.username, row.created_at, row.updated_at, row.version)
 
 
-def _engine(url: str, *, sqlite_synchronous: str, pool_size: int) -> Engine:
+def _engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed.set(drivername="postgresql+psycopg"), pool_size=pool_size)
+        return create_engine(parsed.set(drivername="postgresql+psycopg"))
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed)
@@ -156,6 +155,6 @@ def _engine(url: str, *, sqlite_synchronous: str, pool_size: int) -> Engine:
     def configure(connection: Any, _: Any) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA busy_timeout=5000")
-        connection.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        connection.execute("PRAGMA synchronous=FULL")
 
     return engine
