@@ -1,9 +1,19 @@
-"""Liveness."""
+"""Liveness and readiness, for the load balancer in front of the service."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from store import UserStore
 
-def check_health() -> tuple[dict[str, Any], int, dict[str, str]]:
+Response = tuple[dict[str, Any], int, dict[str, str]]
+
+
+def check_health() -> Response:
     return {"status": "ok"}, 200, {"Content-Type": "application/json"}
+
+
+def check_readiness(*, store: UserStore) -> Response:
+    """OK once the store answers; its `StoreUnavailable` becomes the 503."""
+    store.check()
+    return check_health()

@@ -17,7 +17,7 @@ from service.problems import install_error_handlers
 from service.resolver import StoreResolver
 from service.settings import Settings
 from service.validation import VALIDATOR_MAP
-from store import UserStore, open_store
+from store import UserStore
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi" / "users.yaml"
 
@@ -25,7 +25,7 @@ SPEC = Path(__file__).resolve().parent.parent / "openapi" / "users.yaml"
 def create_app(settings: Settings | None = None, *, store: UserStore | None = None) -> FlaskApp:
     """A users service over `store`, or over the store that `settings.store_url` names."""
     settings = settings or Settings.from_env()
-    store = store or open_store(settings.store_url)
+    store = store or settings.open_store()
     spec = yaml.safe_load(SPEC.read_text())
     app = FlaskApp(
         __name__,

@@ -1,4 +1,4 @@
-"""`users-api`: the service's command line."""
+"""`users-api`: run the service, and look after its database."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ import os
 import secrets
 import signal
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from tqdm import tqdm
 
 from service.app import create_app
-from service.settings import Settings, SettingsError
-from store import UnknownStoreURL, open_store
+from service.settings import SQLITE_SYNCHRONOUS, Settings, SettingsError
+from service.transfer import ImportRejected, export_users, import_users
+from store import StoreUnavailable, UnknownStoreURL, UserStore
 from store.memory import MemoryStore
+from store.sql import SQLStore
 
 DEMO_USERNAMES = ("cosmo", "elaine", "george", "jerry")
 
@@ -25,14 +29,47 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
-        store = open_store(settings.store_url)
+        store = settings.open_store()
     except (SettingsError, UnknownStoreURL) as error:
         parser.error(str(error))
+    if args.command != "serve" and not isinstance(store, SQLStore):
+        parser.error(f"{args.command} needs a sqlite:// or postgresql:// store, not memory://")
+    try:
+        if args.command == "migrate":
+            assert isinstance(store, SQLStore)
+            _say(f"The database is at schema revision {store.migrate()}.")
+        elif args.command == "export":
+            _say(f"Exported {export_users(store, args.file)} users to {args.file}.")
+        elif args.command == "import":
+            _say(f"Imported {_import(store, args.file)} users from {args.file}.")
+        else:
+            _serve(parser, settings, store, demo=args.demo)
+    except StoreUnavailable as error:
+        _say(f"The store is unavailable: {error.reason}")
+        return 1
+    except ImportRejected as rejected:
+        _say("\n".join([*rejected.errors, str(rejected)]))
+        return 1
+    except OSError as error:
+        _say(str(error))
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def _serve(
+    parser: argparse.ArgumentParser, settings: Settings, store: UserStore, *, demo: bool
+) -> None:
     if settings.workers > 1 and isinstance(store, MemoryStore):
         parser.error("the memory:// store lives in one process: it cannot serve --workers > 1")
-    if args.demo and not store.list(after=0, limit=1):
-        for username in DEMO_USERNAMES:
-            store.create(username=username)
+    try:
+        store.check()  # migrates the schema before any worker serves
+        if demo and not store.list(after=0, limit=1):
+            for username in DEMO_USERNAMES:
+                store.create(username=username)
+    except StoreUnavailable as error:
+        _say(f"The store is unavailable ({error.reason}); /readyz answers 503 until it is up.")
     if not settings.api_keys:
         settings = replace(settings, api_keys=(secrets.token_urlsafe(24),))
         _say(f"No API key configured; writes need:  Authorization: Bearer {settings.api_keys[0]}")
@@ -42,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if settings.workers == 1:
         uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port)
-        return 0
+        return
     # Each worker process builds its own app and store from the same settings.
     store.close()
     os.environ.update(settings.to_env())
@@ -53,25 +90,54 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
     )
-    return 0
+
+
+def _import(store: UserStore, path: Path) -> int:
+    """The import, with a progress bar on stderr for a file of a megabyte or more."""
+    size = path.stat().st_size
+    with tqdm(
+        total=size, unit="B", unit_scale=True, desc="import", disable=size < 1_000_000
+    ) as progress:
+        return import_users(store, path, on_read=progress.update)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="users-api", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve",
-        help="run the service",
-        description="Run the service. Each flag overrides its USERS_* environment variable.",
-    )
-    serve.add_argument("--host", help="address to listen on (USERS_HOST; 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (USERS_PORT; 8080)")
-    serve.add_argument(
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
         "--store",
         dest="store_url",
         help="store URL: sqlite:///PATH, postgresql://USER@HOST:PORT/DB or memory:// "
         "(USERS_STORE_URL; sqlite:///data/users.db)",
     )
+    store.add_argument(
+        "--pool-size",
+        type=int,
+        help="database connections per process; a request that finds none free waits "
+        "(USERS_POOL_SIZE; 5)",
+    )
+    store.add_argument(
+        "--sqlite-synchronous",
+        type=str.upper,
+        choices=SQLITE_SYNCHRONOUS,
+        help="FULL: a write is on disk when acknowledged; NORMAL: faster, but a power cut "
+        "may lose the last writes (USERS_SQLITE_SYNCHRONOUS; FULL)",
+    )
+    store.add_argument(
+        "--sqlite-busy-timeout-ms",
+        type=int,
+        help="how long a write waits for another process's write before it answers 503 "
+        "(USERS_SQLITE_BUSY_TIMEOUT_MS; 5000)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        parents=[store],
+        help="run the service",
+        description="Run the service. Each flag overrides its USERS_* environment variable.",
+    )
+    serve.add_argument("--host", help="address to listen on (USERS_HOST; 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (USERS_PORT; 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (USERS_WORKERS; 1)")
     serve.add_argument(
         "--api-key",
@@ -93,7 +159,26 @@ def _parser() -> argparse.ArgumentParser:
         "(USERS_VALIDATE_RESPONSES; off)",
     )
     serve.add_argument("--demo", action="store_true", help="add example users to an empty store")
+    commands.add_parser(
+        "migrate",
+        parents=[store],
+        help="bring the database's schema to this version (serve does it too)",
+    )
+    export = commands.add_parser(
+        "export", parents=[store], help="write every user to FILE, one JSON object a line"
+    )
+    export.add_argument("file", type=Path, metavar="FILE")
+    import_ = commands.add_parser(
+        "import",
+        parents=[store],
+        help="add the users in FILE (as export writes them) in one transaction; "
+        "any bad line, and nothing is added",
+    )
+    import_.add_argument("file", type=Path, metavar="FILE")
     return parser
+
+
+SETTINGS = {field.name for field in fields(Settings)}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -101,7 +186,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     given: dict[str, Any] = {
         name: tuple(value) if name == "api_keys" else value
         for name, value in vars(args).items()
-        if name not in {"command", "demo"} and value is not None
+        if name in SETTINGS and value is not None
     }
     return replace(Settings.from_env(), **given)
 

@@ -13,15 +13,26 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
-from store import PreconditionFailed, StoreError, UsernameTaken, UserNotFound
+from store import (
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    UserIdTaken,
+    UsernameTaken,
+    UserNotFound,
+)
 
 logger = logging.getLogger(__name__)
 
 STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     UserNotFound: 404,
     UsernameTaken: 409,
+    UserIdTaken: 409,
     PreconditionFailed: 412,
+    StoreUnavailable: 503,
 }
+RETRY_AFTER_SECONDS = 1
+"""How long a client should wait after a 503 before it tries again."""
 
 
 def invalid(detail: str, errors: Sequence[Mapping[str, str]]) -> ProblemException:
@@ -68,7 +79,11 @@ def install_error_handlers(app: FlaskApp, allowed_methods: Callable[[str], list[
 
     def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, StoreError)
-        return problem(request, STORE_ERROR_STATUS[type(exc)], str(exc))
+        headers = {}
+        if isinstance(exc, StoreUnavailable):
+            logger.warning("store unavailable: %s", exc.reason)
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return problem(request, STORE_ERROR_STATUS[type(exc)], str(exc), headers=headers)
 
     def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)

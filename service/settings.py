@@ -6,6 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from store import UserStore, open_store
+
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+
 
 class SettingsError(ValueError):
     """A setting with a value the service cannot run with."""
@@ -16,6 +20,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     store_url: str = "sqlite:///data/users.db"
+    pool_size: int = 5
+    sqlite_synchronous: str = "FULL"
+    sqlite_busy_timeout_ms: int = 5000
     workers: int = 1
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024
@@ -24,12 +31,31 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be 0-65535, not {self.port}")
+        if self.pool_size < 1:
+            raise SettingsError(f"pool_size must be at least 1, not {self.pool_size}")
+        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise SettingsError(
+                f"sqlite_synchronous must be FULL or NORMAL, not {self.sqlite_synchronous!r}"
+            )
+        if self.sqlite_busy_timeout_ms < 0:
+            raise SettingsError(
+                f"sqlite_busy_timeout_ms must be 0 or more, not {self.sqlite_busy_timeout_ms}"
+            )
         if self.workers < 1:
             raise SettingsError(f"workers must be at least 1, not {self.workers}")
         if self.max_body_bytes < 1:
             raise SettingsError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}")
         if any(not key.strip() for key in self.api_keys):
             raise SettingsError("an API key must not be empty")
+
+    def open_store(self) -> UserStore:
+        """The store `store_url` names, with the connection settings applied."""
+        return open_store(
+            self.store_url,
+            pool_size=self.pool_size,
+            sqlite_synchronous=self.sqlite_synchronous,
+            sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -31,11 +31,27 @@ class UserNotFound(StoreError):
 class UsernameTaken(StoreError):
     def __init__(self, username: str) -> None:
         super().__init__(f"The username {username!r} is taken.")
+        self.username = username
+
+
+class UserIdTaken(StoreError):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"User {user_id} exists already.")
+        self.user_id = user_id
 
 
 class PreconditionFailed(StoreError):
     def __init__(self, user_id: int) -> None:
         super().__init__(f"User {user_id} has changed; its current ETag is not in If-Match.")
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, or stayed busy past its timeout: worth a retry."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("The user store is unavailable; retry shortly.")
+        self.reason = reason
+        """What the database said; for the operator's log, not for clients."""
 
 
 class UserStore(Protocol):
@@ -57,6 +73,15 @@ class UserStore(Protocol):
 
     def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None: ...
 
+    def add_all(self, users: Iterable[User]) -> int:
+        """Add users as they are (ids, names, timestamps; version 1), all or none: an id or a
+        username already taken, or an error raised by `users`, adds none. Returns the count."""
+        ...
+
+    def check(self) -> None:
+        """Raise `StoreUnavailable` unless the store can serve requests now."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -64,8 +89,17 @@ class UnknownStoreURL(ValueError):
     pass
 
 
-def open_store(url: str) -> UserStore:
-    """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`."""
+def open_store(
+    url: str,
+    *,
+    pool_size: int = 5,
+    sqlite_synchronous: str = "FULL",
+    sqlite_busy_timeout_ms: int = 5000,
+) -> UserStore:
+    """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`.
+
+    The SQL backends connect lazily, so a database that is down at start is not an error.
+    """
     scheme = urlsplit(url).scheme.split("+")[0]
     if scheme == "memory":
         from store.memory import MemoryStore
@@ -74,7 +108,12 @@ def open_store(url: str) -> UserStore:
     if scheme in {"sqlite", "postgresql"}:
         from store.sql import SQLStore
 
-        return SQLStore(url)
+        return SQLStore(
+            url,
+            pool_size=pool_size,
+            sqlite_synchronous=sqlite_synchronous,
+            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+        )
     raise UnknownStoreURL(
         f"unknown store URL {url!r}: expected memory://, sqlite:///PATH or postgresql://..."
     )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from store import PreconditionFailed, User, UsernameTaken, UserNotFound
+from store import PreconditionFailed, User, UserIdTaken, UsernameTaken, UserNotFound
 
 
 class MemoryStore:
@@ -68,6 +68,27 @@ class MemoryStore:
             del self._users[user_id]
             del self._ids_by_name[user.username.lower()]
             del self._ordered_ids[bisect.bisect_left(self._ordered_ids, user_id)]
+
+    def add_all(self, users: Iterable[User]) -> int:
+        with self._lock:
+            added: dict[int, User] = {}
+            ids_by_name: dict[str, int] = {}
+            for user in users:
+                if user.id in self._users or user.id in added:
+                    raise UserIdTaken(user.id)
+                name = user.username.lower()
+                if name in self._ids_by_name or name in ids_by_name:
+                    raise UsernameTaken(user.username)
+                added[user.id] = replace(user, version=1)
+                ids_by_name[name] = user.id
+            self._users.update(added)
+            self._ids_by_name.update(ids_by_name)
+            self._ordered_ids = sorted([*self._ordered_ids, *added])
+            self._last_id = max(self._last_id, *added, 0)
+            return len(added)
+
+    def check(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -7,9 +7,11 @@ lower(username) settles races between processes, and a conditional write is one
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+import threading
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,13 +32,23 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from store import PreconditionFailed, User, UsernameTaken, UserNotFound
+from store import (
+    PreconditionFailed,
+    StoreUnavailable,
+    User,
+    UserIdTaken,
+    UsernameTaken,
+    UserNotFound,
+)
 from store.migrations import upgrade
 
 
@@ -63,9 +75,20 @@ users = Table(
 
 
 class SQLStore:
-    def __init__(self, url: str) -> None:
-        self.engine = _engine(url)
-        upgrade(self.engine)
+    """Connects lazily: a database that is down at start makes requests fail with
+    `StoreUnavailable` until it is up; the first connection that works migrates the schema."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        sqlite_synchronous: str = "FULL",
+        sqlite_busy_timeout_ms: int = 5000,
+    ) -> None:
+        self.engine = _engine(url, pool_size, sqlite_synchronous, sqlite_busy_timeout_ms)
+        self._migrated = False
+        self._migrating = threading.Lock()
 
     def create(self, *, username: str) -> User:
         now = datetime.now(UTC)
@@ -78,7 +101,7 @@ class SQLStore:
             return _user(connection.execute(statement).one())
 
     def get(self, user_id: int) -> User:
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             row = connection.execute(select(users).where(users.c.id == user_id)).one_or_none()
         if row is None:
             raise UserNotFound(user_id)
@@ -88,7 +111,7 @@ class SQLStore:
         query = select(users).where(users.c.id > after).order_by(users.c.id).limit(limit)
         if username is not None:
             query = query.where(func.lower(users.c.username) == username.lower())
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return [_user(row) for row in connection.execute(query)]
 
     def update(
@@ -116,21 +139,76 @@ class SQLStore:
         statement = delete(users).where(users.c.id == user_id).returning(users.c.id)
         if expected_versions is not None:
             statement = statement.where(users.c.version.in_(expected_versions))
-        with self.engine.begin() as connection:
+        with self._connect(write=True) as connection:
             if connection.execute(statement).one_or_none() is None:
                 self._refuse(connection, user_id)
+
+    def add_all(self, users_to_add: Iterable[User]) -> int:
+        added = 0
+        with self._connect(write=True) as connection:
+            remaining = iter(users_to_add)
+            batches = iter(lambda: list(islice(remaining, 1000)), [])
+            for batch in batches:
+                _refuse_clashes(connection, batch)
+                connection.execute(insert(users), [_row(user) for user in batch])
+                added += len(batch)
+            if connection.dialect.name == "postgresql":
+                # Explicit ids bypass the sequence: move it past them so none is handed out again.
+                connection.execute(
+                    text(
+                        "SELECT setval(pg_get_serial_sequence('users', 'id'), "
+                        "GREATEST(max(id), nextval(pg_get_serial_sequence('users', 'id')))) "
+                        "FROM users"
+                    )
+                )
+        return added
+
+    def check(self) -> None:
+        with self._connect() as connection:
+            connection.execute(select(1))
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest revision now; returns that revision."""
+        with self._unavailable_on_connection_errors():
+            revision = upgrade(self.engine)
+        self._migrated = True
+        return revision
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
+    def _connect(self, *, write: bool = False) -> Iterator[Connection]:
+        """A connection to the migrated database; in a transaction when `write`."""
+        if not self._migrated:
+            with self._migrating:
+                if not self._migrated:
+                    self.migrate()
+        with (
+            self._unavailable_on_connection_errors(),
+            self.engine.begin() if write else self.engine.connect() as connection,
+        ):
+            yield connection
+
+    @contextmanager
     def _writing(self, username: str) -> Iterator[Connection]:
         """A write transaction in which the unique index's refusal means `UsernameTaken`."""
-        try:
-            with self.engine.begin() as connection:
+        with self._connect(write=True) as connection:
+            try:
                 yield connection
-        except IntegrityError as error:
-            raise UsernameTaken(username) from error
+            except IntegrityError as error:
+                raise UsernameTaken(username) from error
+
+    @staticmethod
+    @contextmanager
+    def _unavailable_on_connection_errors() -> Iterator[None]:
+        """The database is down, unreachable, out of connections or busy past its timeout."""
+        try:
+            yield
+        except OperationalError as error:
+            raise StoreUnavailable(str(error.orig).strip()) from error
+        except PoolTimeout as error:
+            raise StoreUnavailable(str(error)) from error
 
     @staticmethod
     def _refuse(connection: Connection, user_id: int) -> NoReturn:
@@ -139,22 +217,57 @@ class SQLStore:
         raise PreconditionFailed(user_id) if exists else UserNotFound(user_id)
 
 
+def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
+    """Raise for the first user whose id or username is taken, in the database or earlier on."""
+    names = func.lower(users.c.username)
+    taken = connection.execute(
+        select(users.c.id, names).where(
+            or_(
+                users.c.id.in_([user.id for user in batch]),
+                names.in_([user.username.lower() for user in batch]),
+            )
+        )
+    ).all()
+    taken_ids = {user_id for user_id, _ in taken}
+    taken_names = {name for _, name in taken}
+    for user in batch:
+        if user.id in taken_ids:
+            raise UserIdTaken(user.id)
+        if user.username.lower() in taken_names:
+            raise UsernameTaken(user.username)
+        taken_ids.add(user.id)
+        taken_names.add(user.username.lower())
+
+
+def _row(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+        "version": 1,
+    }
+
+
 def _user(row: Row[Any]) -> User:
     return User(row.id, row.username, row.created_at, row.updated_at, row.version)
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: int) -> Engine:
+    """A pool of at most `pool_size` connections; a request finding none free waits for one."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed.set(drivername="postgresql+psycopg"))
+        return create_engine(
+            parsed.set(drivername="postgresql+psycopg"), pool_size=pool_size, max_overflow=0
+        )
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed)
+    engine = create_engine(parsed, pool_size=pool_size, max_overflow=0)
 
     @event.listens_for(engine, "connect")
     def configure(connection: Any, _: Any) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA busy_timeout=5000")
-        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
 
     return engine

@@ -8,15 +8,17 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import make_url
 
 from tests.stores import postgres_schema
 
@@ -197,6 +199,52 @@ def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str)
         final = httpx.get(f"{server.url}/users/1").json()["username"]
     assert successes == 8 * 25
     assert final == f"n{successes}"
+
+
+@contextmanager
+def tcp_forwarder(port: int, target: tuple[str, int]) -> Iterator[None]:
+    """Listen on `port` and pipe each connection to `target`: a database coming up."""
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        source.close()
+        sink.close()
+
+    def accept() -> None:
+        with suppress(OSError):
+            while True:
+                client = listener.accept()[0]
+                upstream = socket.create_connection(target)
+                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+
+
+def test_readyz_answers_503_until_the_database_is_reachable_then_200(tmp_path: Path) -> None:
+    port = free_port()
+    with postgres_schema() as url:
+        database = make_url(url)
+        unreachable = database.set(port=port).render_as_string(hide_password=False)
+        with serve(tmp_path, "--store", unreachable, "--api-key", "k1") as server:
+            assert "The store is unavailable" in server.output()
+            assert httpx.get(f"{server.url}/healthz").status_code == 200
+            not_ready = httpx.get(f"{server.url}/readyz")
+            write = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
+            assert (not_ready.status_code, not_ready.headers["retry-after"]) == (503, "1")
+            assert (write.status_code, write.headers["retry-after"]) == (503, "1")
+            with tcp_forwarder(port, (database.host or "", database.port or 5432)):
+                assert httpx.get(f"{server.url}/readyz").status_code == 200
+                write = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
+                assert write.status_code == 201
 
 
 def test_every_acknowledged_create_survives_sigkill(tmp_path: Path) -> None:

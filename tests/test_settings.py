@@ -20,9 +20,14 @@ def test_environment_variables_set_each_field() -> None:
         "USERS_API_KEYS": "old, new,",
         "USERS_MAX_BODY_BYTES": "1024",
         "USERS_VALIDATE_RESPONSES": "true",
+        "USERS_POOL_SIZE": "12",
+        "USERS_SQLITE_SYNCHRONOUS": "NORMAL",
+        "USERS_SQLITE_BUSY_TIMEOUT_MS": "250",
     }
     settings = Settings.from_env(environ)
     assert (settings.host, settings.port, settings.max_body_bytes) == ("0.0.0.0", 9000, 1024)
+    assert (settings.pool_size, settings.sqlite_synchronous) == (12, "NORMAL")
+    assert settings.sqlite_busy_timeout_ms == 250
     assert settings.api_keys == ("old", "new")
     assert settings.validate_responses is True
 
@@ -33,6 +38,9 @@ def test_environment_variables_set_each_field() -> None:
         ({"USERS_PORT": "eighty"}, "USERS_PORT must be a whole number"),
         ({"USERS_WORKERS": "0"}, "workers must be at least 1"),
         ({"USERS_VALIDATE_RESPONSES": "maybe"}, "must be true or false"),
+        ({"USERS_POOL_SIZE": "0"}, "pool_size must be at least 1"),
+        ({"USERS_SQLITE_SYNCHRONOUS": "OFF"}, "sqlite_synchronous must be FULL or NORMAL"),
+        ({"USERS_SQLITE_BUSY_TIMEOUT_MS": "-1"}, "sqlite_busy_timeout_ms must be 0 or more"),
     ],
 )
 def test_a_bad_environment_value_is_refused_by_name(environ: dict[str, str], message: str) -> None:
@@ -47,6 +55,15 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     settings = _settings(args)
     assert settings.port == 9001
     assert settings.api_keys == ("a", "b")
+
+
+def test_store_flags_apply_to_every_command() -> None:
+    for command in (["serve"], ["migrate"], ["import", "users.jsonl"]):
+        args = _parser().parse_args(
+            [*command, "--store", "sqlite:///x.db", "--sqlite-synchronous", "normal"]
+        )
+        settings = _settings(args)
+        assert (settings.store_url, settings.sqlite_synchronous) == ("sqlite:///x.db", "NORMAL")
 
 
 def test_unset_flags_keep_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

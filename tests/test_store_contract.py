@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from store import PreconditionFailed, UsernameTaken, UserNotFound, UserStore
+from store import (
+    PreconditionFailed,
+    User,
+    UserIdTaken,
+    UsernameTaken,
+    UserNotFound,
+    UserStore,
+)
 from tests.stores import fresh_store
 
 
@@ -146,3 +155,56 @@ def test_racing_conditional_updates_lose_no_update(backend: UserStore) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(increment, range(200)))
     assert backend.get(user.id).username == "n200"
+
+
+def imported(user_id: int, username: str) -> User:
+    """A user as an export file has it: its own id and timestamps."""
+    created = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    return User(user_id, username, created, created.replace(year=2026), version=7)
+
+
+def test_add_all_keeps_ids_and_timestamps_and_starts_at_version_1(backend: UserStore) -> None:
+    cosmo, elaine = imported(5, "cosmo"), imported(3, "elaine")
+    assert backend.add_all(iter([cosmo, elaine])) == 2
+    assert backend.list(after=0, limit=10) == [
+        replace(elaine, version=1),
+        replace(cosmo, version=1),
+    ]
+
+
+def test_ids_added_are_never_handed_out_again(backend: UserStore) -> None:
+    backend.add_all([imported(1500, "cosmo")])
+    assert backend.create(username="elaine").id > 1500
+
+
+@pytest.mark.parametrize(
+    ("existing", "added", "error"),
+    [
+        ("cosmo", [imported(2, "elaine"), imported(1, "newman")], UserIdTaken),
+        ("cosmo", [imported(2, "elaine"), imported(3, "COSMO")], UsernameTaken),
+        (None, [imported(2, "elaine"), imported(2, "newman")], UserIdTaken),
+        (None, [imported(2, "elaine"), imported(3, "Elaine")], UsernameTaken),
+    ],
+    ids=["id-in-store", "name-in-store", "id-twice", "name-twice"],
+)
+def test_add_all_with_a_clash_adds_none(
+    backend: UserStore, existing: str | None, added: list[User], error: type[Exception]
+) -> None:
+    before = [backend.create(username=existing)] if existing else []
+    with pytest.raises(error):
+        backend.add_all(added)
+    assert backend.list(after=0, limit=10) == before
+
+
+def test_add_all_adds_none_when_its_input_fails_midway(backend: UserStore) -> None:
+    def users() -> Iterator[User]:
+        yield from (imported(n, f"user{n}") for n in range(1, 2500))
+        raise ValueError("line 2500 is bad")
+
+    with pytest.raises(ValueError, match="line 2500"):
+        backend.add_all(users())
+    assert backend.list(after=0, limit=10) == []
+
+
+def test_a_reachable_store_passes_check(backend: UserStore) -> None:
+    backend.check()

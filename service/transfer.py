@@ -1,0 +1,133 @@
+"""`users-api export` and `import`: users as JSON lines, each line one `User` as the spec
+defines it (what `GET /users/{id}` returns), so an export from one store imports into another."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema_rs import Draft4Validator
+
+from handlers.users import present
+from service.app import SPEC
+from store import User, UserIdTaken, UsernameTaken, UserStore
+
+PAGE = 1000
+SHOWN_ERRORS = 20
+
+
+class ImportRejected(Exception):
+    """The file has bad lines; nothing was imported. `errors` names each line and what is wrong."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} bad line(s); nothing was imported")
+        self.errors = errors
+
+
+def export_users(store: UserStore, path: Path) -> int:
+    """Write every user to `path`, by id; the file appears only once it is complete."""
+    partial = path.with_name(f".{path.name}.partial")
+    count, after = 0, 0
+    try:
+        with partial.open("w", encoding="utf-8") as sink:
+            while page := store.list(after=after, limit=PAGE):
+                sink.writelines(json.dumps(present(user)) + "\n" for user in page)
+                count, after = count + len(page), page[-1].id
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
+
+
+def import_users(
+    store: UserStore, path: Path, on_read: Callable[[int], object] = lambda _: None
+) -> int:
+    """Add the users in `path` in one transaction: all of them, or none if any line is bad.
+
+    Every line is checked, so `ImportRejected` lists all bad ones, not just the first;
+    `on_read` is told how many bytes each line had, for a progress bar.
+    """
+    try:
+        return store.add_all(_users(path, on_read))
+    except (UserIdTaken, UsernameTaken) as error:
+        raise ImportRejected([_where_taken(path, error)]) from None
+
+
+def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
+    """The file's users, read once; its bad lines, if any, end it with `ImportRejected`."""
+    validator = _user_validator()
+    errors: list[str] = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            on_read(len(line))
+            if not line.strip():
+                continue
+            try:
+                user = _user(_valid_record(line, validator))
+            except ValueError as error:
+                errors.append(f"line {number}: {error}")
+                continue
+            if not errors:
+                yield user
+    if errors:
+        shown = errors[:SHOWN_ERRORS]
+        if len(errors) > SHOWN_ERRORS:
+            shown.append(f"... and {len(errors) - SHOWN_ERRORS} more bad lines")
+        raise ImportRejected(shown)
+
+
+def _valid_record(line: bytes, validator: Draft4Validator) -> dict[str, Any]:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error.msg} at column {error.colno}") from None
+    problems = sorted(
+        f"/{'/'.join(map(str, error.instance_path))}: {error.message}"
+        if error.instance_path
+        else error.message
+        for error in validator.iter_errors(record)
+    )
+    if problems:
+        raise ValueError("; ".join(problems))
+    return dict(record)
+
+
+def _user(record: dict[str, Any]) -> User:
+    return User(
+        id=record["id"],
+        username=record["username"],
+        created_at=datetime.fromisoformat(record["created_at"]).astimezone(UTC),
+        updated_at=datetime.fromisoformat(record["updated_at"]).astimezone(UTC),
+        version=1,
+    )
+
+
+def _where_taken(path: Path, error: UserIdTaken | UsernameTaken) -> str:
+    """The store refused an id or username: name the line, and an earlier one that has it."""
+
+    def names_it(record: dict[str, Any]) -> bool:
+        if isinstance(error, UserIdTaken):
+            return bool(record["id"] == error.user_id)
+        return str(record["username"]).lower() == error.username.lower()
+
+    with path.open("rb") as lines:
+        numbers = [
+            number
+            for number, line in enumerate(lines, 1)
+            if line.strip() and names_it(json.loads(line))
+        ]
+    where = f"line {numbers[-1]}: {error}"
+    return where + (f" (line {numbers[0]} has it too)" if len(numbers) > 1 else "")
+
+
+def _user_validator() -> Draft4Validator:
+    """The spec's `User` schema, as Connexion checks OpenAPI 3.0 schemas (JSON Schema draft 4)."""
+    components = yaml.safe_load(SPEC.read_text())["components"]
+    schema: dict[str, Any] = {"$ref": "#/components/schemas/User", "components": components}
+    return Draft4Validator(schema, validate_formats=True)

@@ -1,0 +1,157 @@
+"""`users-api migrate`, `export` and `import`, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from store.sql import SQLStore
+from tests.stores import postgres_schema
+
+CREATED = "2026-11-28T13:42:03.123456+00:00"
+
+
+def line(user_id: int, username: str, **changes: object) -> str:
+    record = {"id": user_id, "username": username, "created_at": CREATED, "updated_at": CREATED}
+    return json.dumps(record | changes)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'users.db'}"
+
+
+def test_migrate_creates_the_schema_and_is_idempotent(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate", "--store", sqlite_url]) == 0
+    assert main(["migrate", "--store", sqlite_url]) == 0
+    assert capsys.readouterr().err.count("schema revision 0001") == 2
+
+
+def test_migrate_reports_an_unreachable_database_with_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["migrate", "--store", "postgresql://postgres@127.0.0.1:1/test"]) == 1
+    assert "The store is unavailable: connection failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["migrate", "export", "import"])
+def test_database_commands_refuse_the_memory_store(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [command, "--store", "memory://"] + ([] if command == "migrate" else ["users.jsonl"])
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 2
+    assert "needs a sqlite:// or postgresql:// store" in capsys.readouterr().err
+
+
+def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    source = SQLStore(sqlite_url)
+    for n in range(2500):
+        source.create(username=f"user{n}")
+    source.delete(2)
+    users = source.list(after=0, limit=5000)
+    exported = tmp_path / "users.jsonl"
+
+    assert main(["export", "--store", sqlite_url, str(exported)]) == 0
+    with postgres_schema() as url:
+        assert main(["import", "--store", url, str(exported)]) == 0
+        target = SQLStore(url)
+        assert [(u.id, u.username, u.created_at, u.updated_at) for u in users] == [
+            (u.id, u.username, u.created_at, u.updated_at) for u in target.list(after=0, limit=5000)
+        ]
+        assert target.create(username="newcomer").id > users[-1].id
+        target.close()
+    source.close()
+
+
+def test_import_names_every_bad_line_and_imports_nothing(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text(
+        "\n".join(
+            [
+                line(1, "cosmo"),
+                "{not json",
+                line(3, "elaine!"),
+                line(4, "george", created_at="2026-11-28"),
+                "",
+                line(6, "jerry", admin=True),
+                line(7, "newman"),
+            ]
+        )
+        + "\n"
+    )
+    assert main(["import", "--store", sqlite_url, str(source)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    numbers = [error.split(":")[0] for error in errors[:-1]]
+    assert numbers == ["line 2", "line 3", "line 4", "line 6"]
+    assert "/username" in errors[1]
+    assert "/created_at" in errors[2]
+    assert "'admin' was unexpected" in errors[3]
+    assert errors[-1] == "4 bad line(s); nothing was imported"
+    assert SQLStore(sqlite_url).list(after=0, limit=10) == []
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([line(10, "elaine"), line(11, "COSMO")], "line 2: The username 'COSMO' is taken."),
+        ([line(1, "elaine")], "line 1: User 1 exists already."),
+        (
+            [line(10, "elaine"), line(11, "newman"), line(12, "Elaine")],
+            "line 3: The username 'Elaine' is taken. (line 1 has it too)",
+        ),
+    ],
+    ids=["name-in-store", "id-in-store", "name-twice-in-file"],
+)
+def test_import_of_a_taken_id_or_username_names_the_line_and_imports_nothing(
+    tmp_path: Path,
+    sqlite_url: str,
+    capsys: pytest.CaptureFixture[str],
+    lines: list[str],
+    message: str,
+) -> None:
+    store = SQLStore(sqlite_url)
+    cosmo = store.create(username="cosmo")
+    source = tmp_path / "users.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    assert main(["import", "--store", sqlite_url, str(source)]) == 1
+    assert message in capsys.readouterr().err
+    assert store.list(after=0, limit=10) == [cosmo]
+
+
+def test_import_shows_a_progress_bar_on_a_large_file(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text("".join(line(n, f"user{n}") + "\n" for n in range(1, 10_001)))
+    assert source.stat().st_size > 1_000_000
+    assert main(["import", "--store", sqlite_url, str(source)]) == 0
+    err = capsys.readouterr().err
+    assert "import: 100%" in err
+    assert "Imported 10000 users" in err
+
+
+def test_import_of_a_small_file_shows_no_progress_bar(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text(line(1, "cosmo") + "\n")
+    assert main(["import", "--store", sqlite_url, str(source)]) == 0
+    assert capsys.readouterr().err == f"Imported 1 users from {source}.\n"
+
+
+def test_import_of_a_missing_file_fails_with_a_message(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", "--store", sqlite_url, str(tmp_path / "missing.jsonl")]) == 1
+    assert "No such file or directory" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+"""What the SQL store adds to the contract: its migrations, its settings, and a busy database."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from service.app import create_app
+from service.settings import Settings
+from store import StoreUnavailable
+from store.sql import SQLStore
+from tests.conftest import AUTH, assert_problem
+from tests.stores import postgres_schema
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'users.db'}"
+
+
+@pytest.fixture
+def write_lock(tmp_path: Path, sqlite_url: str) -> Iterator[None]:
+    """Another process's write transaction, held on the database for the whole test."""
+    SQLStore(sqlite_url).migrate()
+    other = sqlite3.connect(tmp_path / "users.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    yield
+    other.rollback()
+    other.close()
+
+
+@pytest.mark.usefixtures("write_lock")
+def test_a_write_that_stays_busy_past_the_timeout_raises_store_unavailable(
+    sqlite_url: str,
+) -> None:
+    store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=300)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unavailable") as raised:
+        store.create(username="cosmo")
+    assert time.monotonic() - started >= 0.3
+    assert raised.value.reason == "database is locked"
+
+
+@pytest.mark.usefixtures("write_lock")
+def test_a_busy_database_answers_503_with_retry_after(sqlite_url: str) -> None:
+    store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=100)
+    client = create_app(Settings(api_keys=("test-key",)), store=store).test_client()
+    response = client.post("/users", json={"username": "cosmo"}, headers=AUTH)
+    assert_problem(response, 503)
+    assert response.headers["Retry-After"] == "1"
+    assert client.get("/users").status_code == 200  # readers are not blocked by a writer
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("FULL", 2), ("NORMAL", 1)])
+def test_sqlite_synchronous_follows_the_setting(sqlite_url: str, setting: str, pragma: int) -> None:
+    store = SQLStore(sqlite_url, sqlite_synchronous=setting)
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == pragma
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_the_postgresql_pool_opens_at_most_pool_size_connections() -> None:
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    with postgres_schema() as url:
+        store = SQLStore(f"{url}&application_name={name}", pool_size=3)
+        user = store.create(username="cosmo")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda _: store.get(user.id), range(400)))
+        with store.engine.connect() as connection:
+            opened = connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": name},
+            )
+            assert opened.scalar() == 3
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrations_started_together_apply_once(tmp_path: Path, backend: str) -> None:
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'users.db'}"
+        else:
+            url = stack.enter_context(postgres_schema())
+        command = [sys.executable, "-m", "service.cli", "migrate", "--store", url]
+        runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outputs = [run.communicate(timeout=60)[1] for run in runs]
+        assert [run.returncode for run in runs] == [0] * 4, outputs
+        assert all("schema revision 0001" in output for output in outputs)
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as connection:
+            revisions = connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert revisions.all() == [("0001",)]
+        engine.dispose()
