@@ -2,16 +2,21 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test
+.PHONY: run test lint-spec
 
 run: $(VENV)/.service
 	$(BIN)/users-api serve --demo
 
-test: $(VENV)/.tests
+test: lint-spec $(VENV)/.tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The contract, linted by two tools nobody here wrote; redocly.yaml configures the second.
+lint-spec: $(VENV)/.tests node_modules/.installed
+	$(BIN)/openapi-spec-validator openapi/users.yaml
+	node_modules/.bin/redocly lint openapi/users.yaml
 
 $(VENV)/.service: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,4 +26,8 @@ $(VENV)/.service: pyproject.toml
 
 $(VENV)/.tests: $(VENV)/.service
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
 	touch $@

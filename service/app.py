@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import yaml
 from connexion import FlaskApp
 from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from flask import Response
 from starlette.routing import compile_path
 
 from service.auth import security_map
@@ -39,9 +42,28 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         position=MiddlewarePosition.BEFORE_SWAGGER,
         max_bytes=settings.max_body_bytes,
     )
-    app.add_api(spec, validate_responses=settings.validate_responses)
+    app.add_api(
+        spec,
+        validate_responses=settings.validate_responses,
+        swagger_ui_options=SwaggerUIOptions(serve_spec=False),
+    )
+    _serve_spec_as_written(app)
     install_error_handlers(app, allowed_methods=_allowed_methods(spec["paths"]))
     return app
+
+
+def _serve_spec_as_written(app: FlaskApp) -> None:
+    """/openapi.json and /openapi.yaml are the repo's document itself, which the console reads.
+
+    Connexion's own copy inlines every `$ref` (a client generated from it gets a model per
+    response instead of `User`) and rewrites `servers`.
+    """
+    text = SPEC.read_text()
+    as_json = json.dumps(yaml.safe_load(text))
+    app.add_url_rule(
+        "/openapi.json", "openapi_json", lambda: Response(as_json, mimetype="application/json")
+    )
+    app.add_url_rule("/openapi.yaml", "openapi_yaml", lambda: Response(text, mimetype="text/yaml"))
 
 
 def _allowed_methods(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str], list[str]]:
