@@ -15,7 +15,7 @@ import uvicorn
 from tqdm import tqdm
 
 from service.app import create_app
-from service.settings import SQLITE_SYNCHRONOUS, Settings, SettingsError
+from service.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
 from service.transfer import ImportRejected, export_users, import_users
 from store import StoreUnavailable, UnknownStoreURL, UserStore
 from store.memory import MemoryStore
@@ -157,6 +157,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="check every response against the spec; slow, for debugging "
         "(USERS_VALIDATE_RESPONSES; off)",
+    )
+    serve.add_argument(
+        "--app",
+        choices=APP_FLAVOURS,
+        help="Connexion's FlaskApp or its AsyncApp, over the same handlers (USERS_APP; flask)",
     )
     serve.add_argument("--demo", action="store_true", help="add example users to an empty store")
     commands.add_parser(

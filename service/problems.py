@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from connexion import FlaskApp
+from connexion import AbstractApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
@@ -69,7 +69,7 @@ def problem(
     )
 
 
-def install_error_handlers(app: FlaskApp, allowed_methods: Callable[[str], list[str]]) -> None:
+def install_error_handlers(app: AbstractApp, allowed_methods: Callable[[str], list[str]]) -> None:
     """Route every exception to one problem response; `allowed_methods` gives a path's `Allow`."""
 
     def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
@@ -88,8 +88,8 @@ def install_error_handlers(app: FlaskApp, allowed_methods: Callable[[str], list[
     def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            headers["Allow"] = ", ".join(allowed_methods(request.url.path))
+        if exc.status_code == 405 and (methods := allowed_methods(request.url.path)):
+            headers["Allow"] = ", ".join(methods)  # stock names only one of a path's methods
         return problem(request, exc.status_code, exc.detail, headers=headers)
 
     def on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from store import UserStore, open_store
 
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+APP_FLAVOURS = ("flask", "async")
+"""Connexion's `FlaskApp` or its `AsyncApp`: the same spec and handlers under either."""
 
 
 class SettingsError(ValueError):
@@ -27,6 +29,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024
     validate_responses: bool = False
+    app: str = "flask"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -47,6 +50,8 @@ class Settings:
             raise SettingsError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}")
         if any(not key.strip() for key in self.api_keys):
             raise SettingsError("an API key must not be empty")
+        if self.app not in APP_FLAVOURS:
+            raise SettingsError(f"app must be flask or async, not {self.app!r}")
 
     def open_store(self) -> UserStore:
         """The store `store_url` names, with the connection settings applied."""

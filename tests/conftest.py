@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from connexion import FlaskApp
+from connexion import AbstractApp
 from httpx import Response
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from service.settings import Settings
+from service.settings import APP_FLAVOURS, Settings
 from store import UserStore
 from tests.stores import fresh_store
 
@@ -27,13 +27,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UserStore]
         yield store
 
 
-@pytest.fixture
-def app(store: UserStore) -> FlaskApp:
-    return create_app(Settings(api_keys=(API_KEY,), validate_responses=True), store=store)
+@pytest.fixture(params=APP_FLAVOURS)
+def app(request: pytest.FixtureRequest, store: UserStore) -> AbstractApp:
+    """Both flavours, Connexion's FlaskApp and its AsyncApp, pass the same suites."""
+    settings = Settings(api_keys=(API_KEY,), validate_responses=True, app=request.param)
+    return create_app(settings, store=store)
 
 
 @pytest.fixture
-def client(app: FlaskApp) -> TestClient:
+def client(app: AbstractApp) -> TestClient:
     return app.test_client()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hypothesis
 import pytest
 import schemathesis
-from connexion import FlaskApp
+from connexion import AbstractApp
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from store import UserStore
@@ -15,7 +15,7 @@ api = schemathesis.pytest.from_fixture("api_schema")
 
 
 @pytest.fixture
-def api_schema(app: FlaskApp) -> OpenApiSchema:
+def api_schema(app: AbstractApp) -> OpenApiSchema:
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

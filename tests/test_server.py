@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
+from service.settings import APP_FLAVOURS
 from tests.stores import postgres_schema
 
 
@@ -82,7 +83,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
 AUTH = {"Authorization": "Bearer k1"}
 
 
-def test_the_seeds_put_answers_200_400_and_404_over_http(server: Server) -> None:
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
+def test_the_seeds_put_answers_200_400_and_404_over_http(tmp_path: Path, flavour: str) -> None:
+    with serve(tmp_path, "--app", flavour, "--api-key", "k1") as server:
+        assert_the_seeds_put_answers_200_400_and_404(server)
+
+
+def assert_the_seeds_put_answers_200_400_and_404(server: Server) -> None:
     created = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
     user_url = f"{server.url}/users/{created.json()['id']}"
 
@@ -137,6 +144,7 @@ def test_demo_seeds_example_users(tmp_path: Path) -> None:
         (["--port", "70000"], "port must be 0-65535"),
         (["--max-body-bytes", "0"], "max_body_bytes must be at least 1"),
         (["--api-key", " "], "an API key must not be empty"),
+        (["--app", "django"], "invalid choice: 'django'"),
     ],
 )
 def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(

@@ -23,6 +23,7 @@ def test_environment_variables_set_each_field() -> None:
         "USERS_POOL_SIZE": "12",
         "USERS_SQLITE_SYNCHRONOUS": "NORMAL",
         "USERS_SQLITE_BUSY_TIMEOUT_MS": "250",
+        "USERS_APP": "async",
     }
     settings = Settings.from_env(environ)
     assert (settings.host, settings.port, settings.max_body_bytes) == ("0.0.0.0", 9000, 1024)
@@ -30,6 +31,7 @@ def test_environment_variables_set_each_field() -> None:
     assert settings.sqlite_busy_timeout_ms == 250
     assert settings.api_keys == ("old", "new")
     assert settings.validate_responses is True
+    assert settings.app == "async"
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,7 @@ def test_environment_variables_set_each_field() -> None:
         ({"USERS_POOL_SIZE": "0"}, "pool_size must be at least 1"),
         ({"USERS_SQLITE_SYNCHRONOUS": "OFF"}, "sqlite_synchronous must be FULL or NORMAL"),
         ({"USERS_SQLITE_BUSY_TIMEOUT_MS": "-1"}, "sqlite_busy_timeout_ms must be 0 or more"),
+        ({"USERS_APP": "django"}, "app must be flask or async, not 'django'"),
     ],
 )
 def test_a_bad_environment_value_is_refused_by_name(environ: dict[str, str], message: str) -> None:
@@ -66,11 +69,17 @@ def test_store_flags_apply_to_every_command() -> None:
         assert (settings.store_url, settings.sqlite_synchronous) == ("sqlite:///x.db", "NORMAL")
 
 
+def test_app_flag_chooses_the_flavour() -> None:
+    assert _settings(_parser().parse_args(["serve", "--app", "async"])).app == "async"
+
+
 def test_unset_flags_keep_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERS_PORT", "9000")
     assert _settings(_parser().parse_args(["serve"])).port == 9000
 
 
 def test_to_env_round_trips_through_from_env() -> None:
-    settings = Settings(port=9000, api_keys=("a", "b"), validate_responses=True, workers=2)
+    settings = Settings(
+        port=9000, api_keys=("a", "b"), validate_responses=True, workers=2, app="async"
+    )
     assert Settings.from_env(settings.to_env()) == settings

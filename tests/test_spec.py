@@ -18,7 +18,7 @@ from referencing.jsonschema import DRAFT4
 from starlette.testclient import TestClient
 
 from service.app import SPEC, create_app
-from service.settings import Settings
+from service.settings import APP_FLAVOURS, Settings
 from store import open_store
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -34,10 +34,10 @@ def spec() -> Spec:
     return document
 
 
-@pytest.fixture(scope="module")
-def served() -> TestClient:
-    app = create_app(Settings(api_keys=("k",)), store=open_store("memory://"))
-    return app.test_client()
+@pytest.fixture(scope="module", params=APP_FLAVOURS)
+def served(request: pytest.FixtureRequest) -> TestClient:
+    settings = Settings(api_keys=("k",), app=request.param)
+    return create_app(settings, store=open_store("memory://")).test_client()
 
 
 def operations(spec: Spec) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -202,3 +202,9 @@ def test_openapi_yaml_is_the_repo_file_byte_for_byte(served: TestClient) -> None
     response = served.get("/openapi.yaml")
     assert response.headers["content-type"].startswith("text/yaml")
     assert response.text == SPEC.read_text()
+
+
+def test_the_served_document_is_read_only(served: TestClient) -> None:
+    response = served.post("/openapi.json", json={})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"

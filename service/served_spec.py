@@ -1,0 +1,37 @@
+"""/openapi.json and /openapi.yaml: the repo's document itself, which the console reads.
+
+Connexion's own copy inlines every `$ref` (a client generated from it gets a model per
+response instead of `User`) and rewrites `servers`. An ASGI middleware serves it, so the
+same code works under Connexion's `FlaskApp` and its `AsyncApp`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class ServeSpecAsWritten:
+    def __init__(self, app: ASGIApp, *, spec: Path) -> None:
+        self.app = app
+        text = spec.read_text()
+        self.documents = {
+            "/openapi.json": Response(
+                json.dumps(yaml.safe_load(text)), media_type="application/json"
+            ),
+            "/openapi.yaml": Response(text, media_type="text/yaml"),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        document = self.documents.get(scope["path"]) if scope["type"] == "http" else None
+        if document is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPException(405, headers={"Allow": "GET, HEAD"})
+        await document(scope, receive, send)
