@@ -1,0 +1,31 @@
+"""`users-api serve --store memory://` with the store filled from a JSON-lines file first.
+
+A memory store lives inside the server's process, so nothing outside it can fill it, and a
+million POSTs would measure the POSTs. This does what `users-api serve` does with one worker
+(`create_app`, then `uvicorn.run`, settings from `USERS_*`) after filling the store with the
+same code `users-api import` uses. Bench-only: the service itself cannot preload a memory store.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import Settings
+from service.transfer import import_users
+from store.memory import MemoryStore
+
+
+def main(users_file: str) -> None:
+    settings = replace(Settings.from_env(), store_url="memory://")
+    store = MemoryStore()
+    import_users(store, Path(users_file))
+    uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,6 @@
+-- GET /users?limit=20: the first page.
+dofile("common.lua")
+
+function request()
+  return wrk.format("GET", "/users?limit=20")
+end
