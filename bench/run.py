@@ -76,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
 
     RESULTS.mkdir(exist_ok=True)
     started = datetime.now().astimezone()
-    measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="users-bench-") as workdir, ExitStack() as stack:
         users_file = Path(workdir) / "users.jsonl"
         write_users_file(users_file, options.users)
@@ -88,26 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(stack.enter_context(running(variant, data, Path(workdir))))
         for server in servers:
             check_answers(server, [s for s in scenarios if s in server.variant.scenarios])
-        _say(f"warming up, {options.warmup} s per scenario")
-        for server in servers:
-            for scenario in scenarios:
-                if scenario in server.variant.scenarios:
-                    _measure(server, scenario, options.connections[0], options.warmup, 0, data)
-        for round_ in range(1, options.rounds + 1):
-            for connections in options.connections:
-                for scenario in scenarios:
-                    taking_part = [s for s in servers if scenario in s.variant.scenarios]
-                    shift = (round_ - 1) % len(taking_part)
-                    for server in taking_part[shift:] + taking_part[:shift]:
-                        measurement = _measure(
-                            server, scenario, connections, options.duration, round_, data
-                        )
-                        measurements.append(measurement)
-                        _say(
-                            f"round {round_}/{options.rounds} {scenario} c{connections} "
-                            f"{server.variant.name}: {measurement.requests_per_s:.0f} req/s, "
-                            f"p99 {measurement.p99_ms:.1f} ms, errors {measurement.errors}"
-                        )
+        measurements = _rounds(servers, scenarios, options, data)
 
     rows = summarize(measurements, scenarios, [v.name for v in variants])
     about = _about(started, options, variants, scenarios)
@@ -119,6 +99,35 @@ def main(argv: list[str] | None = None) -> int:
     write_chart(chart_path, rows, _headline(about))
     sys.stdout.write(f"Wrote {json_path.relative_to(ROOT)} and {chart_path.relative_to(ROOT)}\n")
     return 0
+
+
+def _rounds(
+    servers: list[Server], scenarios: list[str], options: argparse.Namespace, data: Data
+) -> list[Measurement]:
+    """A warm-up of each scenario on each server, then the rounds, the servers' order
+    rotated each round."""
+    _say(f"warming up, {options.warmup} s per scenario")
+    for server in servers:
+        for scenario in scenarios:
+            if scenario in server.variant.scenarios:
+                _measure(server, scenario, options.connections[0], options.warmup, 0, data)
+    measurements = []
+    for round_ in range(1, options.rounds + 1):
+        for connections in options.connections:
+            for scenario in scenarios:
+                taking_part = [s for s in servers if scenario in s.variant.scenarios]
+                shift = (round_ - 1) % len(taking_part)
+                for server in taking_part[shift:] + taking_part[:shift]:
+                    measurement = _measure(
+                        server, scenario, connections, options.duration, round_, data
+                    )
+                    measurements.append(measurement)
+                    _say(
+                        f"round {round_}/{options.rounds} {scenario} c{connections} "
+                        f"{server.variant.name}: {measurement.requests_per_s:.0f} req/s, "
+                        f"p99 {measurement.p99_ms:.1f} ms, errors {measurement.errors}"
+                    )
+    return measurements
 
 
 def _measure(
