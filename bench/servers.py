@@ -206,15 +206,8 @@ def command(variant: Variant, data: Data, port: int) -> tuple[list[str], dict[st
     address = ["--host", "127.0.0.1", "--port", str(port)]
     environ = {"BENCH_USERS": str(data.users), "BENCH_API_KEY": API_KEY}
     if variant.peer == "seed-flask":
-        bind = f"127.0.0.1:{port}"
-        return [
-            str(BIN / "gunicorn"),
-            "--workers",
-            "1",
-            "--bind",
-            bind,
-            PEERS[variant.peer],
-        ], environ
+        gunicorn = [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{port}"]
+        return [*gunicorn, PEERS[variant.peer]], environ
     if variant.peer:
         return [str(BIN / "uvicorn"), *address, PEERS[variant.peer]], environ
     settings = {
