@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 API_KEY = "bench-key"
+UNLIMITED = "1000000/second"
 
 PROJECT_SCENARIOS = ("get", "put", "list", "list-deep", "post")
 PEER_SCENARIOS = ("get", "put")
@@ -214,6 +215,9 @@ def command(variant: Variant, data: Data, port: int) -> tuple[list[str], dict[st
         "USERS_APP": variant.app,
         "USERS_API_KEYS": API_KEY,
         "USERS_WORKERS": str(variant.workers),
+        # Rate limiting stays on, as users run it, but never refuses the load generator.
+        "USERS_RATE_LIMIT_WRITES": UNLIMITED,
+        "USERS_RATE_LIMIT_REQUESTS": UNLIMITED,
     }
     if variant.store == "memory":
         # Settings as `users-api serve` reads them; see bench/serve_memory.py for why.
