@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from asgi_correlation_id import CorrelationIdMiddleware
 from connexion import AbstractApp, AsyncApp, FlaskApp
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
 from service.auth import security_map
 from service.framing import BodilessResponses, RequestBodyGuard
+from service.headers import ResponseHeaders
+from service.metrics import Metrics
 from service.problems import install_error_handlers
+from service.ratelimit import Limiter, RateLimits
 from service.resolver import StoreResolver
 from service.served_spec import ServeSpecAsWritten
 from service.settings import Settings
+from service.telemetry import RequestTelemetry
 from service.validation import VALIDATOR_MAP
 from store import UserStore
 
@@ -31,14 +39,55 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     settings = settings or Settings.from_env()
     store = store or settings.open_store()
     spec = yaml.safe_load(SPEC.read_text())
+    metrics = Metrics()
+    limiter = Limiter(settings.rate_limit_storage)
+
+    @asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        yield
+        store.close()
+        limiter.close()
+        metrics.close()
+
     app = APP_CLASSES[settings.app](
         __name__,
         resolver=StoreResolver(store),
         validator_map=VALIDATOR_MAP,
         security_map=security_map(settings.api_keys),
+        lifespan=lifespan,
     )
+    # Outermost first: each of these sees, and shapes, every response, errors included.
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        validator=lambda value: bool(REQUEST_ID.fullmatch(value)),
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            position=MiddlewarePosition.BEFORE_EXCEPTION,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
+            expose_headers=[*EXPOSED_HEADERS],
+        )
+    app.add_middleware(
+        RequestTelemetry,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        metrics=metrics,
+        templates=_templates(spec["paths"]),
+    )
+    app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(BodilessResponses, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(ServeSpecAsWritten, position=MiddlewarePosition.BEFORE_CONTEXT, spec=SPEC)
+    # Inside Connexion's exception handling, so that their refusals become problems.
+    app.add_middleware(
+        RateLimits,
+        position=MiddlewarePosition.BEFORE_SWAGGER,
+        writes=settings.rate_limit_writes,
+        requests=settings.rate_limit_requests,
+        limiter=limiter,
+    )
     app.add_middleware(
         RequestBodyGuard,
         position=MiddlewarePosition.BEFORE_SWAGGER,
@@ -49,8 +98,37 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         validate_responses=settings.validate_responses,
         swagger_ui_options=SwaggerUIOptions(serve_spec=False),
     )
-    install_error_handlers(app, allowed_methods=_allowed_methods(spec["paths"]))
+    install_error_handlers(
+        app,
+        allowed_methods=_allowed_methods(spec["paths"]),
+        on_store_error_seen=lambda error: metrics.store_errors.labels(type(error).__name__).inc(),
+    )
     return app
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+"""An `X-Request-ID` the service takes from a client; any other, it replaces with its own."""
+
+EXPOSED_HEADERS = (
+    "ETag",
+    "Location",
+    "X-Request-ID",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+)
+"""Response headers a browser script on an allowed origin may read."""
+
+
+def _templates(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each operationId's path template, for the access log."""
+    return {
+        operation["operationId"]: template
+        for template, item in paths.items()
+        for method, operation in item.items()
+        if method in _METHODS
+    }
 
 
 def _allowed_methods(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str], list[str]]:

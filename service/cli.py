@@ -6,7 +6,9 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import sys
+import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ import uvicorn
 from tqdm import tqdm
 
 from service.app import create_app
+from service.logs import FORMATS, log_config
+from service.metrics import MULTIPROCESS_DIR
 from service.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
 from service.transfer import ImportRejected, export_users, import_users
 from store import StoreUnavailable, UnknownStoreURL, UserStore
@@ -63,6 +67,7 @@ def _serve(
 ) -> None:
     if settings.workers > 1 and isinstance(store, MemoryStore):
         parser.error("the memory:// store lives in one process: it cannot serve --workers > 1")
+    _refuse_a_port_in_use(parser, settings)
     try:
         store.check()  # migrates the schema before any worker serves
         if demo and not store.list(after=0, limit=1):
@@ -77,19 +82,31 @@ def _serve(
     # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: make that
     # second one a clean exit, since stopping on request is success.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": log_config(settings.log_format),
+        "access_log": False,  # service.telemetry logs each request, with its operation
+        "server_header": False,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+    }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port)
+        uvicorn.run(create_app(settings, store=store), **server)
         return
-    # Each worker process builds its own app and store from the same settings.
+    # Each worker process builds its own app and store from the same settings, and writes its
+    # metrics where /metrics, in any worker, can add them up.
     store.close()
     os.environ.update(settings.to_env())
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-    )
+    with tempfile.TemporaryDirectory(prefix="users-api-metrics-") as metrics:
+        os.environ[MULTIPROCESS_DIR] = metrics
+        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **server)
+
+
+def _refuse_a_port_in_use(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    try:
+        socket.create_server((settings.host, settings.port)).close()
+    except OSError as error:
+        parser.error(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}")
 
 
 def _import(store: UserStore, path: Path) -> int:
@@ -163,6 +180,43 @@ def _parser() -> argparse.ArgumentParser:
         choices=APP_FLAVOURS,
         help="Connexion's FlaskApp or its AsyncApp, over the same handlers (USERS_APP; flask)",
     )
+    serve.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="json: a line of JSON per event; text: for a person (USERS_LOG_FORMAT; auto: "
+        "text on a terminal, json otherwise)",
+    )
+    serve.add_argument(
+        "--rate-limit-writes",
+        metavar="LIMITS",
+        help="writes allowed per API key, like 50/second or 50/second;1000/hour "
+        "(USERS_RATE_LIMIT_WRITES; 100/second)",
+    )
+    serve.add_argument(
+        "--rate-limit-requests",
+        metavar="LIMITS",
+        help="requests allowed per client address (USERS_RATE_LIMIT_REQUESTS; 1000/second)",
+    )
+    serve.add_argument(
+        "--rate-limit-storage",
+        metavar="URL",
+        help="where the counts live: memory:// (per process) or redis://HOST:PORT "
+        "(shared by workers and instances) (USERS_RATE_LIMIT_STORAGE; memory://)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="let browser scripts from this origin call the API, like https://app.example.com; "
+        "repeat for more (USERS_CORS_ORIGINS, comma-separated; none)",
+    )
+    serve.add_argument(
+        "--shutdown-grace-seconds",
+        type=int,
+        help="on SIGTERM, how long requests in flight may take to finish "
+        "(USERS_SHUTDOWN_GRACE_SECONDS; 30)",
+    )
     serve.add_argument("--demo", action="store_true", help="add example users to an empty store")
     commands.add_parser(
         "migrate",
@@ -189,7 +243,7 @@ SETTINGS = {field.name for field in fields(Settings)}
 def _settings(args: argparse.Namespace) -> Settings:
     """The environment's settings, with each flag given on the command line put over them."""
     given: dict[str, Any] = {
-        name: tuple(value) if name == "api_keys" else value
+        name: tuple(value) if isinstance(value, list) else value
         for name, value in vars(args).items()
         if name in SETTINGS and value is not None
     }

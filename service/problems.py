@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+from asgi_correlation_id import correlation_id
 from connexion import AbstractApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
@@ -53,7 +54,7 @@ def problem(
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "instance": request.url.path,
+        "instance": f"urn:request:{correlation_id.get()}",
     }
     if errors:
         body["errors"] = list(errors)
@@ -69,8 +70,13 @@ def problem(
     )
 
 
-def install_error_handlers(app: AbstractApp, allowed_methods: Callable[[str], list[str]]) -> None:
-    """Route every exception to one problem response; `allowed_methods` gives a path's `Allow`."""
+def install_error_handlers(
+    app: AbstractApp,
+    allowed_methods: Callable[[str], list[str]],
+    on_store_error_seen: Callable[[StoreError], object],
+) -> None:
+    """Route every exception to one problem response; `allowed_methods` gives a path's `Allow`,
+    and `on_store_error_seen` hears of each store error (for the metrics)."""
 
     def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, ProblemException)
@@ -79,6 +85,7 @@ def install_error_handlers(app: AbstractApp, allowed_methods: Callable[[str], li
 
     def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, StoreError)
+        on_store_error_seen(exc)
         headers = {}
         if isinstance(exc, StoreUnavailable):
             logger.warning("store unavailable: %s", exc.reason)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from urllib.parse import urlsplit
 
+from service.logs import FORMATS
+from service.ratelimit import parse_limits
 from store import UserStore, open_store
 
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
@@ -30,6 +33,12 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     validate_responses: bool = False
     app: str = "flask"
+    log_format: str = "auto"
+    rate_limit_writes: str = "100/second"
+    rate_limit_requests: str = "1000/second"
+    rate_limit_storage: str = "memory://"
+    cors_origins: tuple[str, ...] = ()
+    shutdown_grace_seconds: int = 30
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -52,6 +61,26 @@ class Settings:
             raise SettingsError("an API key must not be empty")
         if self.app not in APP_FLAVOURS:
             raise SettingsError(f"app must be flask or async, not {self.app!r}")
+        if self.log_format not in FORMATS:
+            raise SettingsError(f"log_format must be auto, json or text, not {self.log_format!r}")
+        for name in ("rate_limit_writes", "rate_limit_requests"):
+            try:
+                parse_limits(getattr(self, name))
+            except ValueError as error:
+                raise SettingsError(f"{name} must be like 50/second: {error}") from None
+        if urlsplit(self.rate_limit_storage).scheme not in {"memory", "redis", "rediss"}:
+            raise SettingsError(
+                f"rate_limit_storage must be memory:// or redis://HOST:PORT, "
+                f"not {self.rate_limit_storage!r}"
+            )
+        for origin in self.cors_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+                raise SettingsError(f"a CORS origin is like https://example.com, not {origin!r}")
+        if self.shutdown_grace_seconds < 0:
+            raise SettingsError(
+                f"shutdown_grace_seconds must be 0 or more, not {self.shutdown_grace_seconds}"
+            )
 
     def open_store(self) -> UserStore:
         """The store `store_url` names, with the connection settings applied."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -13,14 +14,15 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import make_url
 
-from service.settings import APP_FLAVOURS
+from service.settings import APP_FLAVOURS, Settings
 from tests.stores import postgres_schema
 
 
@@ -81,6 +83,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 AUTH = {"Authorization": "Bearer k1"}
+LOAD = ("--api-key", "k1", "--rate-limit-writes", "100000/second")
+"""For the tests that hammer the server on purpose: no normal client writes this fast."""
 
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
@@ -120,6 +124,97 @@ def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(server: Server) -
     assert server.process.wait(timeout=15) == 0
 
 
+def test_sigterm_waits_no_longer_than_the_grace_period_then_closes_the_store(
+    tmp_path: Path,
+) -> None:
+    with serve(tmp_path, "--shutdown-grace-seconds", "1", *LOAD) as running:
+        httpx.post(f"{running.url}/users", json={"username": "cosmo"}, headers=AUTH)
+        assert (tmp_path / "users.db-wal").exists()
+        with socket.create_connection(("127.0.0.1", int(running.url.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(  # a request whose body never arrives
+                b"POST /users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.3)
+            stopping = time.monotonic()
+            running.process.send_signal(signal.SIGTERM)
+            assert running.process.wait(timeout=15) == 0
+        assert 1 <= time.monotonic() - stopping < 5
+    # The last connection to close checkpoints SQLite's log into the database and removes it.
+    assert not (tmp_path / "users.db-wal").exists()
+
+
+def log_lines(server: Server) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+
+
+def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
+    server: Server,
+) -> None:
+    created = httpx.post(
+        f"{server.url}/users",
+        json={"username": "cosmo"},
+        headers={**AUTH, "X-Request-ID": "trace-1"},
+    )
+    httpx.get(f"{server.url}/users/{created.json()['id']}", headers={"X-Request-ID": "trace-2"})
+    httpx.put(
+        f"{server.url}/users/1",
+        json={"username": "x"},
+        headers={"Authorization": "Bearer leaked-k3y"},
+    )
+    time.sleep(0.2)
+    access = {
+        line["request_id"]: line for line in log_lines(server) if line["logger"] == "users.access"
+    }
+    assert access["trace-1"] | {"time": "", "duration_ms": 0} == {
+        "time": "",
+        "level": "INFO",
+        "logger": "users.access",
+        "message": "POST /users 201",
+        "request_id": "trace-1",
+        "method": "POST",
+        "path": "/users",
+        "operation": "create_user",
+        "status": 201,
+        "duration_ms": 0,
+        "response_bytes": len(created.content),
+        "client": "127.0.0.1",
+    }
+    assert access["trace-2"]["path"] == "/users/{user_id}"
+    assert access["trace-2"]["operation"] == "get_user"
+    assert 0 < access["trace-2"]["duration_ms"] < 5000
+    (refused,) = [line for line in access.values() if line["status"] == 401]
+    assert refused["level"] == "WARNING"
+    assert "k1" not in server.output().replace("--api-key", "")
+    assert "leaked-k3y" not in server.output()
+
+
+def test_responses_carry_no_server_banner(server: Server) -> None:
+    assert "server" not in httpx.get(f"{server.url}/users").headers
+
+
+def test_metrics_add_up_every_workers_requests(tmp_path: Path) -> None:
+    with serve(tmp_path, "--workers", "2", *LOAD) as running:
+        with httpx.Client(base_url=running.url) as client:
+            for n in range(60):
+                client.get(f"/users/{n + 1}")
+            for n in range(20):
+                client.post("/users", json={"username": f"u{n}"}, headers=AUTH)
+        samples = httpx.get(f"{running.url}/metrics").text.splitlines()
+    counts = [
+        float(line.rpartition(" ")[2])
+        for line in samples
+        if line.startswith("users_http_requests_total{")
+    ]
+    # wait_until_up's probes of /healthz count too
+    health = sum(
+        float(line.rpartition(" ")[2])
+        for line in samples
+        if line.startswith('users_http_requests_total{method="GET",operation="check_health"')
+    )
+    assert sum(counts) - health == 80
+
+
 def test_without_a_key_serve_prints_one_that_then_works(tmp_path: Path) -> None:
     with serve(tmp_path) as running:
         key = re.search(r"Authorization: Bearer (\S+)", running.output())
@@ -145,6 +240,12 @@ def test_demo_seeds_example_users(tmp_path: Path) -> None:
         (["--max-body-bytes", "0"], "max_body_bytes must be at least 1"),
         (["--api-key", " "], "an API key must not be empty"),
         (["--app", "django"], "invalid choice: 'django'"),
+        (["--rate-limit-writes=-5/second"], "rate_limit_writes must be like 50/second"),
+        (["--rate-limit-requests", "lots"], "rate_limit_requests must be like 50/second"),
+        (["--rate-limit-storage", "mysql://x"], "rate_limit_storage must be memory://"),
+        (["--cors-origin", "example.com"], "a CORS origin is like https://example.com"),
+        (["--log-format", "xml"], "invalid choice: 'xml'"),
+        (["--shutdown-grace-seconds=-1"], "shutdown_grace_seconds must be 0 or more"),
     ],
 )
 def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
@@ -155,6 +256,31 @@ def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_exits_2_with_a_message(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        command = [sys.executable, "-m", "service.cli", "serve", "--port", port]
+        command += ["--store", f"sqlite:///{tmp_path / 'users.db'}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_help_and_the_readme_list_every_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for field in fields(Settings):
+        variable = f"USERS_{field.name.upper()}"
+        assert variable in result.stdout.replace("\n", " "), variable
+        assert f"`{variable}`" in readme, variable
 
 
 def test_data_survives_a_restart(tmp_path: Path) -> None:
@@ -199,9 +325,7 @@ def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str)
             store = f"sqlite:///{tmp_path / 'users.db'}"
         else:
             store = stack.enter_context(postgres_schema())
-        server = stack.enter_context(
-            serve(tmp_path, "--store", store, "--workers", "2", "--api-key", "k1")
-        )
+        server = stack.enter_context(serve(tmp_path, "--store", store, "--workers", "2", *LOAD))
         httpx.post(f"{server.url}/users", json={"username": "n0"}, headers=AUTH)
         successes = increment_with_if_match(server.url, clients=8, increments=25)
         final = httpx.get(f"{server.url}/users/1").json()["username"]
@@ -257,7 +381,7 @@ def test_readyz_answers_503_until_the_database_is_reachable_then_200(tmp_path: P
 
 def test_every_acknowledged_create_survives_sigkill(tmp_path: Path) -> None:
     acknowledged: list[dict[str, object]] = []
-    with serve(tmp_path, "--api-key", "k1") as running:
+    with serve(tmp_path, *LOAD) as running:
 
         def write() -> None:
             with httpx.Client(base_url=running.url, headers=AUTH, timeout=5) as client:
@@ -286,7 +410,7 @@ def test_two_instances_over_one_postgresql_lose_no_update(tmp_path: Path) -> Non
     with ExitStack() as stack:
         store = stack.enter_context(postgres_schema())
         first, second = (
-            stack.enter_context(serve(tmp_path / name, "--store", store, "--api-key", "k1"))
+            stack.enter_context(serve(tmp_path / name, "--store", store, *LOAD))
             for name in ("a", "b")
         )
         httpx.post(f"{first.url}/users", json={"username": "n0"}, headers=AUTH)

@@ -44,7 +44,7 @@ def test_put_unknown_user_returns_404_problem(client: TestClient) -> None:
     response = client.put("/users/42", json={"username": "kramer"}, headers=AUTH)
     problem = assert_problem(response, 404)
     assert problem["detail"] == "User 42 does not exist."
-    assert problem["instance"] == "/users/42"
+    assert problem["instance"] == f"urn:request:{response.headers['X-Request-ID']}"
 
 
 # PUT

@@ -1,0 +1,30 @@
+"""Response headers every response gets, whatever answered it."""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class ResponseHeaders:
+    """`X-Content-Type-Options: nosniff` everywhere, and `Cache-Control: no-store` on the users
+    resource: a cache must not serve a stale user; its `ETag` makes a re-read cheap instead."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        users = scope["path"] == "/users" or scope["path"].startswith("/users/")
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if users:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, add_headers)

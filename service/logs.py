@@ -1,0 +1,58 @@
+"""Log lines on stdout: JSON for a log collector, text for a person at a terminal.
+
+Every line logged while a request is answered carries its request id.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+FORMATS = ("auto", "json", "text")
+
+
+def log_config(log_format: str) -> dict[str, Any]:
+    """A `logging.config.dictConfig` for uvicorn to apply in the server and in each worker."""
+    if log_format == "auto":
+        log_format = "text" if sys.stdout.isatty() else "json"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request_id": {
+                "()": "asgi_correlation_id.CorrelationIdFilter",
+                "default_value": "-",
+            }
+        },
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "{levelname}{name}{message}{correlation_id}",
+                "style": "{",
+                "timestamp": "time",
+                "rename_fields": {
+                    "levelname": "level",
+                    "name": "logger",
+                    "correlation_id": "request_id",
+                },
+            },
+            "text": {
+                "format": "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: %(message)s",
+            },
+        },
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": log_format,
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"handlers": ["stdout"], "level": "INFO"},
+        # uvicorn's own loggers come through the handler above; its access log is replaced by
+        # service.telemetry's, which knows the operation.
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": False},
+        },
+    }

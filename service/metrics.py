@@ -1,0 +1,63 @@
+"""Prometheus metrics, served at /metrics.
+
+With several workers, `users-api serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder
+before they start: each worker then writes its samples there, and /metrics, whichever worker
+answers it, adds up every worker's (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from starlette.types import ASGIApp
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Metrics:
+    """One app's metrics, in a registry of its own so that apps in one process don't mix."""
+
+    def __init__(self) -> None:
+        registry = CollectorRegistry()
+        self.requests = Counter(
+            "users_http_requests",
+            "Requests answered, by the spec's operationId (none: no operation matched).",
+            ["operation", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "users_http_request_duration_seconds",
+            "Time from the request's arrival to the end of its response.",
+            ["operation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "users_http_requests_in_flight",
+            "Requests being answered now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.store_errors = Counter(
+            "users_store_errors",
+            "Store calls that failed, by error: not found, conflicts, unavailable.",
+            ["error"],
+            registry=registry,
+        )
+        self.endpoint: ASGIApp = make_asgi_app(_exposed(registry))
+
+    def close(self) -> None:
+        """A worker that stops takes its in-flight count with it."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            mark_process_dead(os.getpid())
+
+
+def _exposed(registry: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics shows: this process's registry, or every worker's samples added up."""
+    if not os.environ.get(MULTIPROCESS_DIR):
+        return registry
+    combined = CollectorRegistry()
+    MultiProcessCollector(combined)
+    return combined

@@ -1,0 +1,98 @@
+"""Rate limits, by the `limits` library: writes per API key, and all requests per client address.
+
+Counts live in the storage `storage_url` names: `memory://` is per process (two workers let
+twice as much through), `redis://HOST:PORT` is shared by every worker and instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+import coredis
+from connexion.exceptions import ProblemException
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+UNLIMITED_PATHS = {"/healthz", "/readyz", "/metrics"}
+"""Probes and scrapes: a load balancer or Prometheus must always get through."""
+
+
+def parse_limits(text: str) -> list[RateLimitItem]:
+    """`50/second` or `50/second;1000/hour`; raises ValueError for anything else."""
+    items = parse_many(text)
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError(f"{text!r} allows nothing")
+    return items
+
+
+class Limiter:
+    """The `limits` library's moving-window limiter over the storage `storage_url` names.
+
+    For Redis it brings its own connection pool, so that `close()` can release it.
+    """
+
+    def __init__(self, storage_url: str) -> None:
+        options: dict[str, Any] = {}
+        self._pool: coredis.ConnectionPool | None = None
+        if not storage_url.startswith("memory:"):
+            self._pool = options["connection_pool"] = coredis.ConnectionPool.from_url(storage_url)
+        storage = storage_from_string(f"async+{storage_url}", **options)
+        self.windows = MovingWindowRateLimiter(storage)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.disconnect()
+
+
+class RateLimits:
+    """429 for a request over a limit, with `Retry-After` and the `RateLimit-*` headers."""
+
+    def __init__(self, app: ASGIApp, *, writes: str, requests: str, limiter: Limiter) -> None:
+        self.app = app
+        self.writes = parse_limits(writes)
+        self.requests = parse_limits(requests)
+        self.limiter = limiter.windows
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
+            client = scope["client"][0] if scope.get("client") else "unknown"
+            await self._hit(self.requests, "address", client)
+            key = _bearer_key(Headers(scope=scope).get("authorization", ""))
+            if key and scope["method"] in WRITES:
+                await self._hit(self.writes, "key", key)
+        await self.app(scope, receive, send)
+
+    async def _hit(self, items: list[RateLimitItem], kind: str, who: str) -> None:
+        for item in items:
+            if not await self.limiter.hit(item, kind, who):
+                stats = await self.limiter.get_window_stats(item, kind, who)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                raise ProblemException(
+                    status=429,
+                    title="Too Many Requests",
+                    detail=f"More than {item} from this {_WHO[kind]}; retry in {wait} s.",
+                    headers={
+                        "Retry-After": str(wait),
+                        "RateLimit-Limit": str(item.amount),
+                        "RateLimit-Remaining": str(stats.remaining),
+                        "RateLimit-Reset": str(wait),
+                    },
+                )
+
+
+_WHO = {"address": "client address", "key": "API key"}
+
+
+def _bearer_key(authorization: str) -> str:
+    """A digest of the request's bearer key: limits are kept by key, but keys are never stored."""
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return ""
+    return hashlib.sha256(key.strip().encode()).hexdigest()[:32]

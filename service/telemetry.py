@@ -1,0 +1,90 @@
+"""One access log line and one set of metrics per request; /metrics itself is served here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
+
+logger = logging.getLogger("users.access")
+
+AUTH_FAILURES = {401, 403}
+
+
+class RequestTelemetry:
+    """Outside Connexion's exception handling, so it sees every final status.
+
+    The log line names the operation as the spec does, by operationId and path template, so
+    ids stay out of what logs are grouped by (the raw path only when no operation matched),
+    and it never holds a header's value.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, templates: Mapping[str, str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.templates = templates
+        """Path template of each operationId."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/metrics":
+            await self.metrics.endpoint(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, sent_bytes = 500, 0
+
+        async def measure(message: Message) -> None:
+            nonlocal status, sent_bytes
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent_bytes += len(message.get("body", b""))
+            await send(message)
+
+        # Connexion's router records the operation in the scope's extensions, which the copy
+        # of the scope it routes shares with this one.
+        extensions = scope.setdefault("extensions", {})
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, measure)
+        finally:
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            resolved = (extensions.get(ROUTING_CONTEXT) or {}).get("operation_id")
+            operation = resolved.rpartition(".")[2] if resolved else None
+            self.metrics.requests.labels(operation or "none", scope["method"], status).inc()
+            self.metrics.latency.labels(operation or "none").observe(seconds)
+            # A path no operation matched (Swagger UI's files, a typo) has no template.
+            path = self.templates[operation] if operation else scope["path"]
+            client = scope.get("client")
+            logger.log(
+                _level(status),
+                "%s %s %s",
+                scope["method"],
+                path,
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "operation": operation,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "response_bytes": sent_bytes,
+                    "client": client[0] if client else None,
+                },
+            )
+
+
+def _level(status: int) -> int:
+    if status >= 500:
+        return logging.ERROR
+    if status in AUTH_FAILURES:
+        return logging.WARNING
+    return logging.INFO

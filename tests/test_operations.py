@@ -1,0 +1,225 @@
+"""What an operator relies on, in process: request ids, rate limits, CORS, headers, metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from store import User
+from store.memory import MemoryStore
+from tests.conftest import API_KEY, AUTH, assert_problem
+
+
+def client_with(store: MemoryStore | None = None, **settings: Any) -> TestClient:
+    app = create_app(Settings(api_keys=(API_KEY, "other-key"), **settings), store=store)
+    return app.test_client()
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return client_with(store=MemoryStore())
+
+
+# Request ids
+
+
+def test_a_sane_request_id_is_echoed_and_names_the_problem(client: TestClient) -> None:
+    response = client.get("/users/42", headers={"X-Request-ID": "checkout-7.a_b"})
+    assert response.headers["X-Request-ID"] == "checkout-7.a_b"
+    assert assert_problem(response, 404)["instance"] == "urn:request:checkout-7.a_b"
+
+
+@pytest.mark.parametrize("sent", ["", "has space", "x" * 129, "semi;colon", "a/b"])
+def test_any_other_request_id_is_replaced_by_a_new_one(client: TestClient, sent: str) -> None:
+    response = client.get("/users", headers={"X-Request-ID": sent})
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("get", "/users", 200), ("post", "/users", 401), ("patch", "/users", 405), ("get", "/x", 404)],
+)
+def test_every_response_carries_a_fresh_request_id(
+    client: TestClient, method: str, path: str, status: int
+) -> None:
+    first, second = (client.request(method, path) for _ in range(2))
+    assert first.status_code == status
+    assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+# Rate limits
+
+
+def test_writes_over_the_limit_get_429_with_retry_after_and_ratelimit_headers() -> None:
+    client = client_with(store=MemoryStore(), rate_limit_writes="3/minute")
+    for n in range(3):
+        assert client.post("/users", json={"username": f"u{n}"}, headers=AUTH).status_code == 201
+    refused = client.post("/users", json={"username": "u3"}, headers=AUTH)
+    assert "per 1 minute from this API key" in assert_problem(refused, 429)["detail"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["RateLimit-Limit"] == "3"
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    assert refused.headers["RateLimit-Reset"] == refused.headers["Retry-After"]
+
+
+def test_the_write_limit_is_per_key_and_spares_reads() -> None:
+    client = client_with(store=MemoryStore(), rate_limit_writes="1/minute")
+    assert client.post("/users", json={"username": "a"}, headers=AUTH).status_code == 201
+    assert client.post("/users", json={"username": "b"}, headers=AUTH).status_code == 429
+    other = {"Authorization": "Bearer other-key"}
+    assert client.post("/users", json={"username": "b"}, headers=other).status_code == 201
+    assert client.get("/users").status_code == 200
+
+
+def test_requests_over_the_address_limit_get_429_but_probes_do_not() -> None:
+    client = client_with(store=MemoryStore(), rate_limit_requests="2/minute")
+    assert [client.get("/users").status_code for _ in range(3)] == [200, 200, 429]
+    assert "from this client address" in assert_problem(client.get("/users/1"), 429)["detail"]
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+
+
+def test_instances_sharing_redis_share_the_limit() -> None:
+    key = f"key-{uuid.uuid4().hex}"
+    settings = Settings(
+        api_keys=(key,),
+        rate_limit_writes="2/minute",
+        rate_limit_storage="redis://127.0.0.1:6379",
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    # Each client keeps one event loop for its requests, as a server does; Redis clients bind
+    # to theirs.
+    with (
+        create_app(settings, store=MemoryStore()).test_client() as first,
+        create_app(settings, store=MemoryStore()).test_client() as second,
+    ):
+        statuses = [
+            instance.post("/users", json={"username": f"u{n}"}, headers=auth).status_code
+            for n, instance in enumerate([first, second, first, second])
+        ]
+    assert statuses == [201, 201, 429, 429]
+
+
+# CORS
+
+
+def preflight(client: TestClient, origin: str) -> Any:
+    return client.options(
+        "/users/1",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "authorization, content-type, if-match",
+        },
+    )
+
+
+def test_cors_is_off_by_default(client: TestClient) -> None:
+    assert "access-control-allow-origin" not in preflight(client, "https://app.example").headers
+    response = client.get("/users", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_an_allowed_origin_passes_preflight_and_reads_the_etag() -> None:
+    store = MemoryStore()
+    user = store.create(username="cosmo")
+    client = client_with(store=store, cors_origins=("https://app.example",))
+    allowed = preflight(client, "https://app.example")
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "PUT" in allowed.headers["access-control-allow-methods"]
+    response = client.get(f"/users/{user.id}", headers={"Origin": "https://app.example"})
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert "ETag" in response.headers["access-control-expose-headers"]
+
+
+def test_another_origin_fails_preflight() -> None:
+    client = client_with(store=MemoryStore(), cors_origins=("https://app.example",))
+    refused = preflight(client, "https://evil.example")
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+
+
+# Response headers
+
+
+def test_user_responses_are_not_cached_and_nothing_is_sniffed(client: TestClient) -> None:
+    for path in ("/users", "/users/42"):
+        response = client.get(path)
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    health = client.get("/healthz")
+    assert health.headers["X-Content-Type-Options"] == "nosniff"
+    assert "cache-control" not in health.headers
+
+
+# Metrics and the log
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    """A sample's value from /metrics, 0 if there is none."""
+    wanted = ",".join(f'{label}="{value}"' for label, value in sorted(labels.items()))
+    for line in client.get("/metrics").text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_requests_by_operation_and_status(client: TestClient) -> None:
+    client.post("/users", json={"username": "cosmo"}, headers=AUTH)
+    for _ in range(3):
+        client.get("/users/1")
+    client.get("/users/99")
+    client.get("/nowhere")
+    count = "users_http_requests_total"
+    assert metric(client, count, operation="get_user", method="GET", status="200") == 3
+    assert metric(client, count, operation="get_user", method="GET", status="404") == 1
+    assert metric(client, count, operation="create_user", method="POST", status="201") == 1
+    assert metric(client, count, operation="none", method="GET", status="404") == 1
+    latency = "users_http_request_duration_seconds_count"
+    assert metric(client, latency, operation="get_user") == 4
+    assert metric(client, "users_store_errors_total", error="UserNotFound") == 1
+    assert metric(client, "users_http_requests_in_flight") == 0
+
+
+class FailingStore(MemoryStore):
+    def get(self, user_id: int) -> User:
+        raise RuntimeError("disk on fire: secret-detail")
+
+
+def test_a_500_logs_its_traceback_at_error_but_shows_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = client_with(store=FailingStore())
+    response = client.get("/users/1")
+    problem = assert_problem(response, 500)
+    assert "secret-detail" not in response.text
+    assert "Traceback" not in response.text
+    errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert any(record.exc_info and "secret-detail" in str(record.exc_info[1]) for record in errors)
+    access = [record for record in errors if record.name == "users.access"]
+    assert [record.getMessage() for record in access] == ["GET /users/{user_id} 500"]
+    assert problem["instance"] == f"urn:request:{response.headers['X-Request-ID']}"
+
+
+def test_only_auth_failures_among_4xx_log_at_warning(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    client.get("/users/99")
+    client.post("/users", json={"username": "cosmo"}, headers={"Authorization": "Bearer wrong"})
+    levels = {
+        record.getMessage(): record.levelname
+        for record in caplog.records
+        if record.name == "users.access"
+    }
+    assert levels == {"GET /users/{user_id} 404": "INFO", "POST /users 401": "WARNING"}
