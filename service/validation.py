@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import Any, cast
 
 from connexion.datastructures import MediaTypeDict
+from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
 from connexion.validators import JSONRequestBodyValidator
 from connexion.validators import ParameterValidator as StockParameterValidator
@@ -22,7 +23,26 @@ from service.problems import invalid
 FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
 
 
+def compiled(schema: dict[str, Any], kind: type[Draft4Validator]) -> Draft4Validator:
+    """One validator per schema and kind, built on first use.
+
+    Connexion builds a new validator for every request; the schemas are the spec's, fixed for
+    the app's life. An entry keeps its schema alive, so its `id` cannot be reused.
+    """
+    key = (id(schema), kind)
+    if key not in _COMPILED:
+        _COMPILED[key] = (schema, kind(schema, format_checker=FORMAT_CHECKER))
+    return _COMPILED[key][1]
+
+
+_COMPILED: dict[tuple[int, type[Draft4Validator]], tuple[dict[str, Any], Draft4Validator]] = {}
+
+
 class RequestBodyValidator(JSONRequestBodyValidator):
+    @property
+    def _validator(self) -> Draft4Validator:
+        return compiled(self._schema, Draft4RequestValidator)
+
     async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
         """JSON is UTF-8 (RFC 8259, section 8.1), whatever charset the Content-Type names."""
         raw = b"".join([chunk async for chunk in stream])
@@ -57,7 +77,7 @@ class ParameterValidator(StockParameterValidator):
         if value is None:
             return f"{param['name']!r} is required." if param.get("required") else None
         try:
-            Draft4Validator(param["schema"], format_checker=FORMAT_CHECKER).validate(value)
+            compiled(param["schema"], Draft4Validator).validate(value)
         except ValidationError as error:
             return str(error.message)
         return None
