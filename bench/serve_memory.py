@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from service.app import create_app
+from service.cli import uvicorn_options
 from service.settings import Settings
 from service.transfer import import_users
 from store.memory import MemoryStore
@@ -24,7 +25,7 @@ def main(users_file: str) -> None:
     settings = replace(Settings.from_env(), store_url="memory://")
     store = MemoryStore()
     import_users(store, Path(users_file))
-    uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port)
+    uvicorn.run(create_app(settings, store=store), **uvicorn_options(settings))
 
 
 if __name__ == "__main__":

@@ -82,14 +82,7 @@ def _serve(
     # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: make that
     # second one a clean exit, since stopping on request is success.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_config": log_config(settings.log_format),
-        "access_log": False,  # service.telemetry logs each request, with its operation
-        "server_header": False,
-        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
-    }
+    server = uvicorn_options(settings)
     if settings.workers == 1:
         uvicorn.run(create_app(settings, store=store), **server)
         return
@@ -100,6 +93,18 @@ def _serve(
     with tempfile.TemporaryDirectory(prefix="users-api-metrics-") as metrics:
         os.environ[MULTIPROCESS_DIR] = metrics
         uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **server)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How `serve` runs uvicorn, whatever the number of workers."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": log_config(settings.log_format),
+        "access_log": False,  # service.telemetry logs each request, with its operation
+        "server_header": False,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+    }
 
 
 def _refuse_a_port_in_use(parser: argparse.ArgumentParser, settings: Settings) -> None:
