@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import coredis
 from connexion.exceptions import ProblemException
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    import coredis
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 UNLIMITED_PATHS = {"/healthz", "/readyz", "/metrics"}
@@ -35,13 +37,16 @@ def parse_limits(text: str) -> list[RateLimitItem]:
 class Limiter:
     """The `limits` library's moving-window limiter over the storage `storage_url` names.
 
-    For Redis it brings its own connection pool, so that `close()` can release it.
+    For Redis it brings its own connection pool, so that `close()` can release it. The Redis
+    client is imported only then: it adds some 30 MB to every worker.
     """
 
     def __init__(self, storage_url: str) -> None:
         options: dict[str, Any] = {}
         self._pool: coredis.ConnectionPool | None = None
         if not storage_url.startswith("memory:"):
+            import coredis
+
             self._pool = options["connection_pool"] = coredis.ConnectionPool.from_url(storage_url)
         storage = storage_from_string(f"async+{storage_url}", **options)
         self.windows = MovingWindowRateLimiter(storage)
