@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 FORMATS = ("auto", "json", "text")
 
 
@@ -35,6 +37,8 @@ def log_config(log_format: str) -> dict[str, Any]:
                     "name": "logger",
                     "correlation_id": "request_id",
                 },
+                # uvicorn adds an ANSI-coloured copy of some messages, for terminals only.
+                "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
             },
             "text": {
                 "format": "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: %(message)s",

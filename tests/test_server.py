@@ -187,6 +187,7 @@ def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
     assert refused["level"] == "WARNING"
     assert "k1" not in server.output().replace("--api-key", "")
     assert "leaked-k3y" not in server.output()
+    assert not [line for line in log_lines(server) if "color_message" in line]  # uvicorn's ANSI
 
 
 def test_responses_carry_no_server_banner(server: Server) -> None:
