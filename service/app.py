@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     """A users service over `store`, or over the store that `settings.store_url` names."""
     settings = settings or Settings.from_env()
     store = store or settings.open_store()
-    spec = yaml.safe_load(SPEC.read_text())
+    text = SPEC.read_text()
+    spec = yaml.safe_load(text)
     metrics = Metrics()
     limiter = Limiter(settings.rate_limit_storage)
 
@@ -79,7 +80,9 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     )
     app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(BodilessResponses, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(ServeSpecAsWritten, position=MiddlewarePosition.BEFORE_CONTEXT, spec=SPEC)
+    app.add_middleware(
+        ServeSpecAsWritten, position=MiddlewarePosition.BEFORE_CONTEXT, text=text, document=spec
+    )
     # Inside Connexion's exception handling, so that their refusals become problems.
     app.add_middleware(
         RateLimits,

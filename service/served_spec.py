@@ -8,22 +8,20 @@ same code works under Connexion's `FlaskApp` and its `AsyncApp`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Any
 
-import yaml
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class ServeSpecAsWritten:
-    def __init__(self, app: ASGIApp, *, spec: Path) -> None:
+    """`text` is the spec file as read; `document`, the same parsed."""
+
+    def __init__(self, app: ASGIApp, *, text: str, document: dict[str, Any]) -> None:
         self.app = app
-        text = spec.read_text()
         self.documents = {
-            "/openapi.json": Response(
-                json.dumps(yaml.safe_load(text)), media_type="application/json"
-            ),
+            "/openapi.json": Response(json.dumps(document), media_type="application/json"),
             "/openapi.yaml": Response(text, media_type="text/yaml"),
         }
 

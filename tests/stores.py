@@ -23,15 +23,21 @@ POSTGRES_URL = os.environ.get(
 def fresh_store(backend: str, tmp_path: Path) -> Iterator[UserStore]:
     if backend == "memory":
         yield MemoryStore()
-    elif backend == "sqlite":
-        store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}")
+        return
+    with fresh_store_url(backend, tmp_path) as url:
+        store = SQLStore(url)
         yield store
         store.close()
+
+
+@contextmanager
+def fresh_store_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty `sqlite` or `postgresql` database, for this test alone."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'users.db'}"
     else:
         with postgres_schema() as url:
-            store = SQLStore(url)
-            yield store
-            store.close()
+            yield url
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import make_url
 
 from service.settings import APP_FLAVOURS, Settings
-from tests.stores import postgres_schema
+from tests.stores import fresh_store_url, postgres_schema
 
 
 @dataclass
@@ -322,10 +322,7 @@ def increment_with_if_match(url: str, clients: int, increments: int) -> int:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str) -> None:
     with ExitStack() as stack:
-        if backend == "sqlite":
-            store = f"sqlite:///{tmp_path / 'users.db'}"
-        else:
-            store = stack.enter_context(postgres_schema())
+        store = stack.enter_context(fresh_store_url(backend, tmp_path))
         server = stack.enter_context(serve(tmp_path, "--store", store, "--workers", "2", *LOAD))
         httpx.post(f"{server.url}/users", json={"username": "n0"}, headers=AUTH)
         successes = increment_with_if_match(server.url, clients=8, increments=25)

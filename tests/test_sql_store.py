@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from service.settings import Settings
 from store import StoreUnavailable
 from store.sql import SQLStore
 from tests.conftest import AUTH, assert_problem
-from tests.stores import postgres_schema
+from tests.stores import fresh_store_url, postgres_schema
 
 
 @pytest.fixture
@@ -87,11 +86,7 @@ def test_the_postgresql_pool_opens_at_most_pool_size_connections() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migrations_started_together_apply_once(tmp_path: Path, backend: str) -> None:
-    with ExitStack() as stack:
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp_path / 'users.db'}"
-        else:
-            url = stack.enter_context(postgres_schema())
+    with fresh_store_url(backend, tmp_path) as url:
         command = [sys.executable, "-m", "service.cli", "migrate", "--store", url]
         runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(4)]
         outputs = [run.communicate(timeout=60)[1] for run in runs]
