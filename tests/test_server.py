@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -45,7 +46,8 @@ def free_port() -> int:
 
 @contextmanager
 def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
-    """A running `users-api serve`; killed on the way out if it is still running."""
+    """A running `users-api serve`; killed on the way out with any workers it started (its
+    own process group: killing only the parent would leave them holding database connections)."""
     port = free_port()
     tmp_path.mkdir(exist_ok=True)
     log = tmp_path / "server.log"
@@ -53,13 +55,16 @@ def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
         args = ("--store", f"sqlite:///{tmp_path / 'users.db'}", *args)
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args]
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
         wait_until_up(server)
         yield server
     finally:
-        process.kill()
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
