@@ -10,12 +10,13 @@ from typing import Any
 
 import yaml
 from asgi_correlation_id import CorrelationIdMiddleware
-from connexion import AbstractApp, AsyncApp, FlaskApp
+from connexion import AbstractApp
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
+from service.apps import AsyncApp, FlaskApp
 from service.auth import security_map
 from service.framing import BodilessResponses, RequestBodyGuard
 from service.headers import ResponseHeaders

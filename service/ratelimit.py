@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from connexion.exceptions import ProblemException
 from limits import RateLimitItem, parse_many
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,7 +35,12 @@ def parse_limits(text: str) -> list[RateLimitItem]:
 
 
 class Limiter:
-    """The `limits` library's moving-window limiter over the storage `storage_url` names.
+    """The `limits` library's sliding-window-counter limiter over the storage `storage_url` names.
+
+    A sliding window counter keeps two counts per key and weighs the previous window's by how
+    much of it still overlaps, so a burst at a window's edge is not let through twice. A moving
+    window is exact but keeps a timestamp per request; in memory, it also cost a thread hop per
+    request (the library expires timestamps through `asyncio.to_thread`): 80-100 us of 400-700.
 
     For Redis it brings its own connection pool, so that `close()` can release it. The Redis
     client is imported only then: it adds some 30 MB to every worker.
@@ -49,7 +54,7 @@ class Limiter:
 
             self._pool = options["connection_pool"] = coredis.ConnectionPool.from_url(storage_url)
         storage = storage_from_string(f"async+{storage_url}", **options)
-        self.windows = MovingWindowRateLimiter(storage)
+        self.windows = SlidingWindowCounterRateLimiter(storage)
 
     def close(self) -> None:
         if self._pool is not None:
