@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import Any, cast
 
+import jsonschema_rs
 from connexion.datastructures import MediaTypeDict
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
@@ -21,28 +22,59 @@ from starlette.types import Scope
 from service.problems import invalid
 
 FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
+OPENAPI_ONLY = {"nullable", "readOnly", "writeOnly", "$ref"}
+"""Keywords that Connexion's validators read as OpenAPI does, not as JSON Schema's Draft 4; and
+`$ref`, which Connexion leaves only where it could not inline the schema, to be looked at there."""
 
 
-def compiled(schema: dict[str, Any], kind: type[Draft4Validator]) -> Draft4Validator:
-    """One validator per schema and kind, built on first use.
+class SpecSchema:
+    """One schema of the spec, compiled once: jsonschema-rs decides, jsonschema explains.
 
-    Connexion builds a new validator for every request; the schemas are the spec's, fixed for
-    the app's life. An entry keeps its schema alive, so its `id` cannot be reused.
+    jsonschema-rs checks the valid inputs that nearly every request carries some 30-60x faster,
+    and matches `pattern` as JSON Schema says (ECMA 262): Python's `re` lets a trailing newline
+    through a pattern that ends in `$`. A failure is worded by jsonschema, as Connexion words it;
+    what only jsonschema-rs rejects, jsonschema-rs words. Schemas that use OpenAPI's own keywords
+    are left to jsonschema alone.
     """
+
+    def __init__(self, schema: dict[str, Any], kind: type[Draft4Validator]) -> None:
+        self.explainer = kind(schema, format_checker=FORMAT_CHECKER)
+        self.checker = (
+            None
+            # Connexion hands each schema over with the spec's `components` attached.
+            if OPENAPI_ONLY & _keywords({**schema, "components": None})
+            else jsonschema_rs.Draft4Validator(schema, validate_formats=True)
+        )
+
+    def issues(self, instance: Any) -> list[dict[str, str]]:
+        """One `{pointer, message}` per failing field, sorted by pointer; none if valid."""
+        if self.checker is not None and self.checker.is_valid(instance):
+            return []
+        issues = _issues(self.explainer.iter_errors(instance))
+        if issues or self.checker is None:
+            return issues
+        return [
+            {
+                "pointer": _pointer([str(part) for part in error.instance_path]),
+                "message": error.message,
+            }
+            for error in self.checker.iter_errors(instance)
+        ]
+
+
+def compiled(schema: dict[str, Any], kind: type[Draft4Validator]) -> SpecSchema:
+    """Each schema compiled on first use. The spec's schemas are fixed for the app's life; an
+    entry keeps its schema alive, so that its `id` cannot be reused."""
     key = (id(schema), kind)
     if key not in _COMPILED:
-        _COMPILED[key] = (schema, kind(schema, format_checker=FORMAT_CHECKER))
+        _COMPILED[key] = (schema, SpecSchema(schema, kind))
     return _COMPILED[key][1]
 
 
-_COMPILED: dict[tuple[int, type[Draft4Validator]], tuple[dict[str, Any], Draft4Validator]] = {}
+_COMPILED: dict[tuple[int, type[Draft4Validator]], tuple[dict[str, Any], SpecSchema]] = {}
 
 
 class RequestBodyValidator(JSONRequestBodyValidator):
-    @property
-    def _validator(self) -> Draft4Validator:
-        return compiled(self._schema, Draft4RequestValidator)
-
     async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
         """JSON is UTF-8 (RFC 8259, section 8.1), whatever charset the Content-Type names."""
         raw = b"".join([chunk async for chunk in stream])
@@ -63,7 +95,7 @@ class RequestBodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> None:
         if body is None:
             raise invalid("The request body is missing.", [])
-        errors = _issues(self._validator.iter_errors(body))
+        errors = compiled(self._schema, Draft4RequestValidator).issues(body)
         if errors:
             raise invalid("The request body is invalid.", errors)
 
@@ -76,11 +108,8 @@ class ParameterValidator(StockParameterValidator):
         """The failure's message alone: the stock one appends the whole schema."""
         if value is None:
             return f"{param['name']!r} is required." if param.get("required") else None
-        try:
-            compiled(param["schema"], Draft4Validator).validate(value)
-        except ValidationError as error:
-            return str(error.message)
-        return None
+        issues = compiled(param["schema"], Draft4Validator).issues(value)
+        return "; ".join(issue["message"] for issue in issues) or None
 
     def validate_request(self, request: ConnexionRequest) -> None:
         checks = {
@@ -137,3 +166,12 @@ def _located(error: ValidationError) -> Iterator[tuple[str, str]]:
 def _pointer(parts: list[str]) -> str:
     """An RFC 6901 JSON Pointer."""
     return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def _keywords(schema: Any) -> set[str]:
+    """Every key of every object in `schema`, however deep."""
+    if isinstance(schema, dict):
+        return set(schema).union(*map(_keywords, schema.values()))
+    if isinstance(schema, list):
+        return set().union(*map(_keywords, schema))
+    return set()

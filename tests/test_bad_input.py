@@ -72,10 +72,28 @@ def test_every_failing_field_is_listed(put: Put) -> None:
     ]
 
 
-@pytest.mark.parametrize("username", ["", "a" * 65, "-cosmo", "cosmo.", "co smo", "cösmo"])
+@pytest.mark.parametrize(
+    "username", ["", "a" * 65, "-cosmo", "cosmo.", "co smo", "cösmo", "cosmo\\n"]
+)
 def test_an_invalid_username_returns_400_pointing_at_it(put: Put, username: str) -> None:
     problem = assert_problem(put(f'{{"username": "{username}"}}'.encode()), 400)
     assert {error["pointer"] for error in problem["errors"]} == {"/username"}
+
+
+def test_a_trailing_newline_does_not_pass_a_pattern_that_ends_in_dollar(put: Put) -> None:
+    """JSON Schema patterns are ECMA 262: `$` is the end of the text, not before a last newline."""
+    problem = assert_problem(put(b'{"username": "cosmo\\n"}'), 400)
+    assert problem["errors"] == [
+        {
+            "pointer": "/username",
+            "message": '"cosmo\\n" does not match "^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"',
+        }
+    ]
+
+
+def test_a_cursor_with_a_trailing_newline_returns_400(client: TestClient) -> None:
+    problem = assert_problem(client.get("/users", params={"cursor": "20\n"}), 400)
+    assert [error["parameter"] for error in problem["errors"]] == ["cursor"]
 
 
 def test_a_body_over_the_limit_returns_413_by_content_length(put: Put) -> None:
