@@ -44,7 +44,7 @@ from bench.servers import (
 
 WRK_SCRIPTS = Path(__file__).resolve().parent / "wrk"
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_VARIANTS = "*-1w,fastapi,stock-connexion,seed-flask"
+DEFAULT_VARIANTS = "*-1w,fastapi,stock-connexion,seed-flask,floor-*"
 DEFAULT_SCENARIOS = "get,put,list,post"
 FULL_SCENARIOS = ",".join(PROJECT_SCENARIOS)
 DEFAULTS: dict[str, Any] = {

@@ -42,6 +42,8 @@ PEERS = {
     "fastapi": "bench.peers.fastapi_users:app",
     "stock-connexion": "bench.peers.stock_connexion:app",
     "seed-flask": "bench.peers.seed_flask:app",
+    "floor-flask": "bench.peers.connexion_floor:flask_app",
+    "floor-async": "bench.peers.connexion_floor:async_app",
 }
 
 

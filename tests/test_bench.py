@@ -18,7 +18,15 @@ VARIANTS = {variant.name: variant for variant in all_variants()}
 
 @pytest.mark.parametrize(
     "name",
-    ["flask-memory-1w", "async-sqlite-normal-1w", "fastapi", "stock-connexion", "seed-flask"],
+    [
+        "flask-memory-1w",
+        "async-sqlite-normal-1w",
+        "fastapi",
+        "stock-connexion",
+        "seed-flask",
+        "floor-flask",
+        "floor-async",
+    ],
 )
 def test_a_bench_server_starts_filled_and_answers_its_scenarios(tmp_path: Path, name: str) -> None:
     users_file = tmp_path / "users.jsonl"
