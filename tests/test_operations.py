@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import uuid
@@ -159,6 +160,17 @@ def test_user_responses_are_not_cached_and_nothing_is_sniffed(client: TestClient
     health = client.get("/healthz")
     assert health.headers["X-Content-Type-Options"] == "nosniff"
     assert "cache-control" not in health.headers
+
+
+# Garbage collection
+
+
+def test_while_serving_what_the_app_built_is_out_of_the_collectors_full_passes() -> None:
+    app = create_app(Settings(api_keys=(API_KEY,)), store=MemoryStore())
+    with app.test_client() as client:  # runs the app's lifespan
+        assert client.get("/users").status_code == 200
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
 
 
 # Metrics and the log
