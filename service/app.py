@@ -17,8 +17,8 @@ from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
-from service.apps import AsyncApp, FlaskApp
 from service.auth import security_map
+from service.connexion_apps import AsyncApp, FlaskApp
 from service.framing import BodilessResponses, RequestBodyGuard
 from service.headers import ResponseHeaders
 from service.metrics import Metrics
