@@ -18,7 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
 from service.auth import security_map
-from service.connexion_apps import AsyncApp, FlaskApp
+from service.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
 from service.framing import BodilessResponses, RequestBodyGuard
 from service.headers import ResponseHeaders
 from service.metrics import Metrics
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         validator_map=VALIDATOR_MAP,
         security_map=security_map(settings.api_keys),
         lifespan=lifespan,
+        middlewares=middlewares(),
     )
     # Outermost first: each of these sees, and shapes, every response, errors included.
     app.add_middleware(
@@ -93,20 +94,20 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     # Inside Connexion's exception handling, so that their refusals become problems.
     app.add_middleware(
         RateLimits,
-        position=MiddlewarePosition.BEFORE_SWAGGER,
+        position=MiddlewarePosition.BEFORE_ROUTING,
         writes=settings.rate_limit_writes,
         requests=settings.rate_limit_requests,
         limiter=limiter,
     )
     app.add_middleware(
         RequestBodyGuard,
-        position=MiddlewarePosition.BEFORE_SWAGGER,
+        position=MiddlewarePosition.BEFORE_ROUTING,
         max_bytes=settings.max_body_bytes,
     )
     app.add_api(
         spec,
         validate_responses=settings.validate_responses,
-        swagger_ui_options=SwaggerUIOptions(serve_spec=False),
+        swagger_ui_options=SwaggerUIOptions(serve_spec=False, swagger_ui_path=CONSOLE_PATH),
     )
     install_error_handlers(
         app,
