@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -89,6 +89,8 @@ class SQLStore:
         self.engine = _engine(url, pool_size, sqlite_synchronous, sqlite_busy_timeout_ms)
         self._migrated = False
         self._migrating = threading.Lock()
+        self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        self._busy_timeout_s = sqlite_busy_timeout_ms / 1000
 
     def create(self, *, username: str) -> User:
         now = datetime.now(UTC)
@@ -186,9 +188,26 @@ class SQLStore:
                     self.migrate()
         with (
             self._unavailable_on_connection_errors(),
+            self._taking_turns() if write else nullcontext(),
             self.engine.begin() if write else self.engine.connect() as connection,
         ):
             yield connection
+
+    @contextmanager
+    def _taking_turns(self) -> Iterator[None]:
+        """SQLite lets one writer in at a time; the others wait in its busy handler, which sleeps
+        up to 100 ms between tries, however soon the writer is done. This process's writers
+        queue on a lock instead, so each starts as the one before commits; the busy handler is
+        left to wait only for other processes."""
+        if self._writers is None:
+            yield
+            return
+        if not self._writers.acquire(timeout=self._busy_timeout_s):
+            raise StoreUnavailable("database is locked")
+        try:
+            yield
+        finally:
+            self._writers.release()
 
     @contextmanager
     def _writing(self, username: str) -> Iterator[Connection]:

@@ -51,6 +51,28 @@ def test_a_write_that_stays_busy_past_the_timeout_raises_store_unavailable(
 
 
 @pytest.mark.usefixtures("write_lock")
+def test_writers_queued_behind_a_busy_database_each_give_up_in_bounded_time(
+    sqlite_url: str,
+) -> None:
+    """This process's writers take turns; each waits at most the timeout for its turn and at
+    most the timeout for SQLite's lock, and is told the database is locked."""
+    store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=300)
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda name: _create(store, name), ["a1", "b2", "c3"]))
+    assert outcomes == ["database is locked"] * 3
+    assert time.monotonic() - started < 3 * 0.6
+
+
+def _create(store: SQLStore, username: str) -> str:
+    try:
+        store.create(username=username)
+    except StoreUnavailable as error:
+        return error.reason
+    return "created"
+
+
+@pytest.mark.usefixtures("write_lock")
 def test_a_busy_database_answers_503_with_retry_after(sqlite_url: str) -> None:
     store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=100)
     client = create_app(Settings(api_keys=("test-key",)), store=store).test_client()
