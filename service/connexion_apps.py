@@ -33,16 +33,19 @@ CONSOLE_PATH = "/ui"
 class _ChainBuiltOnce(BaseDecorator):
     """A decorator of one operation's handler that builds its inner chain once."""
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._chain: Callable[..., Any] | None = None
+
     @functools.cached_property
     def uri_parser(self) -> AbstractURIParser:
         return super().uri_parser  # type: ignore[no-any-return]
 
     def decorate(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        return self._chain(function)
-
-    @functools.cache  # noqa: B019 -- one entry, for the one handler; lives as long as the app
-    def _chain(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        return super().decorate(function)
+        """Always the operation's handler, so the first chain serves every request."""
+        if self._chain is None:
+            self._chain = super().decorate(function)
+        return self._chain
 
 
 class _FlaskDecorator(_ChainBuiltOnce, FlaskDecorator):
