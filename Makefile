@@ -2,6 +2,7 @@
 # peers (BENCH_ARGS=--quick for a smoke run, --full for everything). Each sets up .venv first.
 VENV := .venv
 BIN := $(VENV)/bin
+INSTALL := $(BIN)/pip install --quiet --config-settings editable_mode=strict -e
 
 .PHONY: run test lint-spec bench
 
@@ -25,19 +26,24 @@ lint-spec: $(VENV)/.tests node_modules/.installed
 	$(BIN)/openapi-spec-validator openapi/users.yaml
 	node_modules/.bin/redocly lint openapi/users.yaml
 
-$(VENV)/.service: pyproject.toml
-	python3 -m venv $(VENV)
+# The package `users_api` maps the repo's folders (pyproject.toml). A strict editable install
+# links them into one tree under build/, which mypy can read (the default mode is an import
+# hook, which it cannot); a file added to or removed from a folder is linked in again.
+PACKAGE_FOLDERS := service handlers store store/migrations store/migrations/versions openapi
+
+$(VENV)/.service: pyproject.toml $(PACKAGE_FOLDERS)
+	test -d $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(INSTALL) .
 	touch $@
 
 # The bench's packages too: mypy checks bench/, and a test starts its peers.
 $(VENV)/.tests: $(VENV)/.service
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(INSTALL) '.[test,bench]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.service
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(INSTALL) '.[bench]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import uvicorn
 
-from service.app import create_app
-from service.cli import uvicorn_options
-from service.settings import Settings
-from service.transfer import import_users
-from store.memory import MemoryStore
+from users_api.app import create_app
+from users_api.cli import uvicorn_options
+from users_api.settings import Settings
+from users_api.store.memory import MemoryStore
+from users_api.transfer import import_users
 
 
 def main(users_file: str) -> None:

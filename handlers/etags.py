@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store import User
+from users_api.store import User
 
 
 def etag(user: User) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store import UserStore
+from users_api.store import UserStore
 
 Response = tuple[dict[str, Any], int, dict[str, str]]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.etags import etag, none_match, versions_in
-from store import User, UserStore
+from users_api.handlers.etags import etag, none_match, versions_in
+from users_api.store import User, UserStore
 
 Response = tuple[Any, int, dict[str, str]]
 JSON = {"Content-Type": "application/json"}

@@ -6,7 +6,7 @@ import gc
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 import yaml
@@ -17,21 +17,22 @@ from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
-from service.auth import security_map
-from service.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
-from service.framing import BodilessResponses, RequestBodyGuard
-from service.headers import ResponseHeaders
-from service.metrics import Metrics
-from service.problems import install_error_handlers
-from service.ratelimit import Limiter, RateLimits
-from service.resolver import StoreResolver
-from service.served_spec import ServeSpecAsWritten
-from service.settings import Settings
-from service.telemetry import RequestTelemetry
-from service.validation import VALIDATOR_MAP
-from store import UserStore
+from users_api.auth import security_map
+from users_api.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
+from users_api.framing import BodilessResponses, RequestBodyGuard
+from users_api.headers import ResponseHeaders
+from users_api.metrics import Metrics
+from users_api.problems import install_error_handlers
+from users_api.ratelimit import Limiter, RateLimits
+from users_api.resolver import StoreResolver
+from users_api.served_spec import ServeSpecAsWritten
+from users_api.settings import Settings
+from users_api.store import UserStore
+from users_api.telemetry import RequestTelemetry
+from users_api.validation import VALIDATOR_MAP
 
-SPEC = Path(__file__).resolve().parent.parent / "openapi" / "users.yaml"
+SPEC = files("users_api").joinpath("openapi", "users.yaml")
+"""The contract, shipped inside the package (the repo's `openapi/users.yaml`)."""
 APP_CLASSES: dict[str, type[AbstractApp]] = {"flask": FlaskApp, "async": AsyncApp}
 """Both run the same sync handlers; `AsyncApp` calls them in a thread pool."""
 

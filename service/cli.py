@@ -16,14 +16,14 @@ from typing import Any
 import uvicorn
 from tqdm import tqdm
 
-from service.app import create_app
-from service.logs import FORMATS, log_config
-from service.metrics import MULTIPROCESS_DIR
-from service.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
-from service.transfer import ImportRejected, export_users, import_users
-from store import StoreUnavailable, UnknownStoreURL, UserStore
-from store.memory import MemoryStore
-from store.sql import SQLStore
+from users_api.app import create_app
+from users_api.logs import FORMATS, log_config
+from users_api.metrics import MULTIPROCESS_DIR
+from users_api.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
+from users_api.store import StoreUnavailable, UnknownStoreURL, UserStore
+from users_api.store.memory import MemoryStore
+from users_api.store.sql import SQLStore
+from users_api.transfer import ImportRejected, export_users, import_users
 
 DEMO_USERNAMES = ("cosmo", "elaine", "george", "jerry")
 
@@ -92,7 +92,7 @@ def _serve(
     os.environ.update(settings.to_env())
     with tempfile.TemporaryDirectory(prefix="users-api-metrics-") as metrics:
         os.environ[MULTIPROCESS_DIR] = metrics
-        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **server)
+        uvicorn.run("users_api.app:create_app", factory=True, workers=settings.workers, **server)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_config": log_config(settings.log_format),
-        "access_log": False,  # service.telemetry logs each request, with its operation
+        "access_log": False,  # users_api.telemetry logs each request, with its operation
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
     }

@@ -6,7 +6,7 @@ from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import invalid
+from users_api.problems import invalid
 
 
 class RequestBodyGuard:

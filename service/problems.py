@@ -14,7 +14,7 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
-from store import (
+from users_api.store import (
     PreconditionFailed,
     StoreError,
     StoreUnavailable,

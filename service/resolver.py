@@ -11,7 +11,7 @@ from connexion import request
 from connexion.lifecycle import ConnexionRequest
 from connexion.resolver import Resolver
 
-from store import UserStore
+from users_api.store import UserStore
 
 
 class StoreResolver(Resolver):

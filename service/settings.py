@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
-from service.logs import FORMATS
-from service.ratelimit import parse_limits
-from store import UserStore, open_store
+from users_api.logs import FORMATS
+from users_api.ratelimit import parse_limits
+from users_api.store import UserStore, open_store
 
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 APP_FLAVOURS = ("flask", "async")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.metrics import Metrics
+from users_api.metrics import Metrics
 
 logger = logging.getLogger("users.access")
 

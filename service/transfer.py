@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 from jsonschema_rs import Draft4Validator
 
-from handlers.users import present
-from service.app import SPEC
-from store import User, UserIdTaken, UsernameTaken, UserStore
+from users_api.app import SPEC
+from users_api.handlers.users import present
+from users_api.store import User, UserIdTaken, UsernameTaken, UserStore
 
 PAGE = 1000
 SHOWN_ERRORS = 20

@@ -19,7 +19,7 @@ from connexion.validators import ParameterValidator as StockParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.types import Scope
 
-from service.problems import invalid
+from users_api.problems import invalid
 
 FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
 OPENAPI_ONLY = {"nullable", "readOnly", "writeOnly", "$ref"}

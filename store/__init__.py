@@ -102,11 +102,11 @@ def open_store(
     """
     scheme = urlsplit(url).scheme.split("+")[0]
     if scheme == "memory":
-        from store.memory import MemoryStore
+        from users_api.store.memory import MemoryStore
 
         return MemoryStore()
     if scheme in {"sqlite", "postgresql"}:
-        from store.sql import SQLStore
+        from users_api.store.sql import SQLStore
 
         return SQLStore(
             url,

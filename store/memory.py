@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from store import PreconditionFailed, User, UserIdTaken, UsernameTaken, UserNotFound
+from users_api.store import PreconditionFailed, User, UserIdTaken, UsernameTaken, UserNotFound
 
 
 class MemoryStore:

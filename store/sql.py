@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from store import (
+from users_api.store import (
     PreconditionFailed,
     StoreUnavailable,
     User,
@@ -49,7 +49,7 @@ from store import (
     UsernameTaken,
     UserNotFound,
 )
-from store.migrations import upgrade
+from users_api.store.migrations import upgrade
 
 
 class UTCDateTime(TypeDecorator[datetime]):

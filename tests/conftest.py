@@ -11,10 +11,10 @@ from connexion import AbstractApp
 from httpx import Response
 from starlette.testclient import TestClient
 
-from service.app import create_app
-from service.settings import APP_FLAVOURS, Settings
-from store import UserStore
 from tests.stores import fresh_store
+from users_api.app import create_app
+from users_api.settings import APP_FLAVOURS, Settings
+from users_api.store import UserStore
 
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from store import UserStore
-from store.memory import MemoryStore
-from store.sql import SQLStore
+from users_api.store import UserStore
+from users_api.store.memory import MemoryStore
+from users_api.store.sql import SQLStore
 
 POSTGRES_URL = os.environ.get(
     "USERS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -8,8 +8,8 @@ import pytest
 from httpx import Response
 from starlette.testclient import TestClient
 
-from store import UserStore
 from tests.conftest import AUTH, assert_problem
+from users_api.store import UserStore
 
 JSON = {"Content-Type": "application/json"}
 Put = Callable[..., Response]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
-from store.sql import SQLStore
 from tests.stores import postgres_schema
+from users_api.cli import main
+from users_api.store.sql import SQLStore
 
 CREATED = "2026-11-28T13:42:03.123456+00:00"
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from playwright.sync_api import BrowserContext, Locator, Page, Route, sync_playwright
 
-from service.app import SPEC
 from tests.test_server import AUTH, Server, serve
+from users_api.app import SPEC
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from service.app import SPEC
 from tests.test_server import Server, serve
+from users_api.app import SPEC
 
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
 PACKAGE = "users_api_client"

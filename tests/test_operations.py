@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
-from store import User
-from store.memory import MemoryStore
 from tests.conftest import API_KEY, AUTH, assert_problem
+from users_api.app import create_app
+from users_api.settings import Settings
+from users_api.store import User
+from users_api.store.memory import MemoryStore
 
 
 def client_with(store: MemoryStore | None = None, **settings: Any) -> TestClient:

@@ -9,7 +9,7 @@ import schemathesis
 from connexion import AbstractApp
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from store import UserStore
+from users_api.store import UserStore
 
 api = schemathesis.pytest.from_fixture("api_schema")
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
-from service.settings import APP_FLAVOURS, Settings
 from tests.stores import fresh_store_url, postgres_schema
+from users_api.settings import APP_FLAVOURS, Settings
 
 
 @dataclass
@@ -53,7 +53,7 @@ def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
     log = tmp_path / "server.log"
     if "--store" not in args:
         args = ("--store", f"sqlite:///{tmp_path / 'users.db'}", *args)
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args]
+    command = [sys.executable, "-m", "users_api.cli", "serve", "--port", str(port), *args]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
@@ -257,7 +257,7 @@ def test_demo_seeds_example_users(tmp_path: Path) -> None:
 def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
     args: list[str], message: str
 ) -> None:
-    command = [sys.executable, "-m", "service.cli", "serve", *args]
+    command = [sys.executable, "-m", "users_api.cli", "serve", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert message in result.stderr
@@ -267,7 +267,7 @@ def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
 def test_a_port_in_use_exits_2_with_a_message(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = str(taken.getsockname()[1])
-        command = [sys.executable, "-m", "service.cli", "serve", "--port", port]
+        command = [sys.executable, "-m", "users_api.cli", "serve", "--port", port]
         command += ["--store", f"sqlite:///{tmp_path / 'users.db'}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
@@ -277,7 +277,7 @@ def test_a_port_in_use_exits_2_with_a_message(tmp_path: Path) -> None:
 
 def test_serve_help_and_the_readme_list_every_setting() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--help"],
+        [sys.executable, "-m", "users_api.cli", "serve", "--help"],
         capture_output=True,
         text=True,
         check=True,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.cli import _parser, _settings
-from service.settings import Settings, SettingsError
+from users_api.cli import _parser, _settings
+from users_api.settings import Settings, SettingsError
 
 
 def test_defaults_need_no_environment() -> None:

@@ -17,9 +17,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 from starlette.testclient import TestClient
 
-from service.app import SPEC, create_app
-from service.settings import APP_FLAVOURS, Settings
-from store import open_store
+from users_api.app import SPEC, create_app
+from users_api.settings import APP_FLAVOURS, Settings
+from users_api.store import open_store
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 WRITES = ("put", "post", "delete", "patch")

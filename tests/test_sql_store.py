@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from service.app import create_app
-from service.settings import Settings
-from store import StoreUnavailable
-from store.sql import SQLStore
 from tests.conftest import AUTH, assert_problem
 from tests.stores import fresh_store_url, postgres_schema
+from users_api.app import create_app
+from users_api.settings import Settings
+from users_api.store import StoreUnavailable
+from users_api.store.sql import SQLStore
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_the_postgresql_pool_opens_at_most_pool_size_connections() -> None:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migrations_started_together_apply_once(tmp_path: Path, backend: str) -> None:
     with fresh_store_url(backend, tmp_path) as url:
-        command = [sys.executable, "-m", "service.cli", "migrate", "--store", url]
+        command = [sys.executable, "-m", "users_api.cli", "migrate", "--store", url]
         runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(4)]
         outputs = [run.communicate(timeout=60)[1] for run in runs]
         assert [run.returncode for run in runs] == [0] * 4, outputs

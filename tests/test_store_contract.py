@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from store import (
+from tests.stores import fresh_store
+from users_api.store import (
     PreconditionFailed,
     User,
     UserIdTaken,
@@ -18,7 +19,6 @@ from store import (
     UserNotFound,
     UserStore,
 )
-from tests.stores import fresh_store
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])

@@ -6,10 +6,10 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
-from store import UserStore
 from tests.conftest import AUTH, assert_problem
+from users_api.app import create_app
+from users_api.settings import Settings
+from users_api.store import UserStore
 
 
 def create(client: TestClient, username: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
@@ -19,7 +19,7 @@ def upgrade(engine: Engine) -> str:
     lock, each held until the upgrade commits.
     """
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent))
+    config.set_main_option("script_location", str(files(__name__)))
     head = str(ScriptDirectory.from_config(config).get_current_head())
     with engine.connect() as connection:
         if MigrationContext.configure(connection).get_current_revision() == head:
