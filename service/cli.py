@@ -195,12 +195,12 @@ def _parser() -> argparse.ArgumentParser:
         "--rate-limit-writes",
         metavar="LIMITS",
         help="writes allowed per API key, like 50/second or 50/second;1000/hour "
-        "(USERS_RATE_LIMIT_WRITES; 100/second)",
+        "(USERS_RATE_LIMIT_WRITES; 1000/second)",
     )
     serve.add_argument(
         "--rate-limit-requests",
         metavar="LIMITS",
-        help="requests allowed per client address (USERS_RATE_LIMIT_REQUESTS; 1000/second)",
+        help="requests allowed per client address (USERS_RATE_LIMIT_REQUESTS; 5000/second)",
     )
     serve.add_argument(
         "--rate-limit-storage",

@@ -34,8 +34,8 @@ class Settings:
     validate_responses: bool = False
     app: str = "flask"
     log_format: str = "auto"
-    rate_limit_writes: str = "100/second"
-    rate_limit_requests: str = "1000/second"
+    rate_limit_writes: str = "1000/second"
+    rate_limit_requests: str = "5000/second"
     rate_limit_storage: str = "memory://"
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_seconds: int = 30
