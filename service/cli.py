@@ -10,6 +10,7 @@ import socket
 import sys
 import tempfile
 from dataclasses import fields, replace
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,7 @@ def _import(store: UserStore, path: Path) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="users-api", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('users-api')}")
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument(
         "--store",

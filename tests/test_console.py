@@ -19,7 +19,7 @@ import pytest
 import yaml
 from playwright.sync_api import BrowserContext, Locator, Page, Route, sync_playwright
 
-from tests.test_server import AUTH, Server, serve
+from tests.servers import AUTH, Server, serve
 from users_api.app import SPEC
 
 CHROMIUM = Path("/usr/bin/chromium")

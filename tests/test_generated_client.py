@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_server import Server, serve
+from tests.servers import Server, serve
 from users_api.app import SPEC
 
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -15,7 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,62 +22,15 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
+from tests.servers import (
+    AUTH,
+    Server,
+    assert_the_seeds_put_answers_200_400_and_404,
+    free_port,
+    serve,
+)
 from tests.stores import fresh_store_url, postgres_schema
 from users_api.settings import APP_FLAVOURS, Settings
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
-    """A running `users-api serve`; killed on the way out with any workers it started (its
-    own process group: killing only the parent would leave them holding database connections)."""
-    port = free_port()
-    tmp_path.mkdir(exist_ok=True)
-    log = tmp_path / "server.log"
-    if "--store" not in args:
-        args = ("--store", f"sqlite:///{tmp_path / 'users.db'}", *args)
-    command = [sys.executable, "-m", "users_api.cli", "serve", "--port", str(port), *args]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_until_up(server)
-        yield server
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def wait_until_up(server: Server) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"server exited: {server.output()}")
-        try:
-            httpx.get(f"{server.url}/healthz", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"server did not start: {server.output()}")
 
 
 @pytest.fixture
@@ -87,7 +39,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
-AUTH = {"Authorization": "Bearer k1"}
 LOAD = ("--api-key", "k1", "--rate-limit-writes", "100000/second")
 """For the tests that hammer the server on purpose: no normal client writes this fast."""
 
@@ -96,20 +47,6 @@ LOAD = ("--api-key", "k1", "--rate-limit-writes", "100000/second")
 def test_the_seeds_put_answers_200_400_and_404_over_http(tmp_path: Path, flavour: str) -> None:
     with serve(tmp_path, "--app", flavour, "--api-key", "k1") as server:
         assert_the_seeds_put_answers_200_400_and_404(server)
-
-
-def assert_the_seeds_put_answers_200_400_and_404(server: Server) -> None:
-    created = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
-    user_url = f"{server.url}/users/{created.json()['id']}"
-
-    ok = httpx.put(user_url, json={"username": "kramer"}, headers=AUTH)
-    bad = httpx.put(user_url, json={}, headers=AUTH)
-    missing = httpx.put(f"{server.url}/users/999", json={"username": "kramer"}, headers=AUTH)
-
-    assert (ok.status_code, ok.json()["username"]) == (200, "kramer")
-    assert (bad.status_code, bad.headers["content-type"]) == (400, "application/problem+json")
-    assert bad.json()["errors"][0]["pointer"] == "/username"
-    assert missing.status_code == 404
 
 
 def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(server: Server) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.test_server import serve
+from tests.servers import serve
 
 SECONDS = float(os.environ.get("USERS_SOAK_SECONDS", "10"))
 CLIENTS = 4

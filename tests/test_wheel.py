@@ -1,0 +1,139 @@
+"""The distribution as an operator gets it: an sdist and a wheel built from this checkout, the
+wheel installed into a fresh virtual environment outside it, and every command run from there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import AUTH, assert_the_seeds_put_answers_200_400_and_404, serve
+from tests.stores import postgres_schema
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+VERSION = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
+
+
+@dataclass
+class Installed:
+    wheel: Path
+    users_api: Path
+    """The `users-api` command of the fresh environment."""
+    outside: Path
+    """A folder outside the checkout, where each command runs."""
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.users_api), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.outside,
+            timeout=120,
+        )
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    root = tmp_path_factory.mktemp("wheel")
+    dist = root / "dist"
+    # The sdist, then the wheel from it, as a release is built: a file missing from the sdist
+    # would be missing from the wheel.
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), "."],
+        cwd=CHECKOUT,
+        check=True,
+        capture_output=True,
+    )
+    artifacts = sorted(str(path) for path in dist.iterdir())
+    subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *artifacts], check=True)
+    (wheel,) = dist.glob("*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    outside = root / "elsewhere"
+    outside.mkdir()
+    yield Installed(wheel, venv / "bin" / "users-api", outside)
+
+
+def test_the_wheel_holds_one_namespace_with_the_spec_and_the_migrations(
+    installed: Installed,
+) -> None:
+    names = zipfile.ZipFile(installed.wheel).namelist()
+    assert "users_api/openapi/users.yaml" in names
+    assert "users_api/store/migrations/env.py" in names
+    assert "users_api/store/migrations/versions/0001_create_users.py" in names
+    assert "users_api/handlers/users.py" in names
+    assert "users_api/py.typed" in names
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"users_api", f"users_api-{VERSION}.dist-info"}
+    packaged = installed.users_api.parent.parent / "lib"
+    (spec,) = packaged.glob("python3*/site-packages/users_api/openapi/users.yaml")
+    assert spec.read_text() == (CHECKOUT / "openapi" / "users.yaml").read_text()
+
+
+def test_version_prints_the_projects_one_version(installed: Installed) -> None:
+    result = installed.run("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"users-api {VERSION}")
+
+
+def test_migrate_from_any_folder_brings_the_schema_to_its_head(installed: Installed) -> None:
+    result = installed.run("migrate", "--store", f"sqlite:///{installed.outside}/migrated.db")
+    assert result.returncode == 0, result.stderr
+    assert "The database is at schema revision 0001." in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_installed_service_serves_the_contract(
+    installed: Installed, tmp_path: Path, backend: str
+) -> None:
+    with (
+        postgres_schema()
+        if backend == "postgresql"
+        else nullcontext(f"sqlite:///{tmp_path / 'users.db'}") as store,
+        serve(
+            tmp_path,
+            "--store",
+            store,
+            command=[str(installed.users_api)],
+            cwd=installed.outside,
+        ) as server,
+    ):
+        assert httpx.get(f"{server.url}/readyz").json() == {"status": "ok"}
+        assert_the_seeds_put_answers_200_400_and_404(server)
+        served = httpx.get(f"{server.url}/openapi.yaml").text
+        assert served == (CHECKOUT / "openapi" / "users.yaml").read_text()
+        assert httpx.get(f"{server.url}/ui/").status_code == 200
+
+
+def test_export_then_import_round_trips_every_user(installed: Installed, tmp_path: Path) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with serve(tmp_path, "--store", source, command=[str(installed.users_api)]) as server:
+        for name in ("cosmo", "elaine", "george"):
+            httpx.post(f"{server.url}/users", json={"username": name}, headers=AUTH)
+    exported, again = tmp_path / "users.jsonl", tmp_path / "again.jsonl"
+    with postgres_schema() as target:
+        steps = [
+            ("export", "--store", source, str(exported)),
+            ("import", "--store", target, str(exported)),
+            ("export", "--store", target, str(again)),
+        ]
+        said = []
+        for step in steps:
+            result = installed.run(*step)
+            assert result.returncode == 0, result.stderr
+            said.append(result.stderr.strip())
+    assert said[1] == f"Imported 3 users from {exported}."
+    assert again.read_text() == exported.read_text()
+    assert len(exported.read_text().splitlines()) == 3
