@@ -272,7 +272,7 @@ def wait_until_up(server: Server, timeout: float) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.variant.name} exited:\n{server.log.read_text()}")
         try:
-            with urllib.request.urlopen(f"{server.url}/users/1", timeout=2):
+            with urllib.request.urlopen(read_request(f"{server.url}/users/1"), timeout=2):
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.2)
@@ -282,16 +282,21 @@ def wait_until_up(server: Server, timeout: float) -> None:
 def check_answers(server: Server, scenarios: list[str]) -> None:
     """One request per scenario must succeed before any is timed: a fast 401 is no result."""
     requests = {
-        "get": urllib.request.Request(f"{server.url}/users/1"),
+        "get": read_request(f"{server.url}/users/1"),
         "put": write_request("PUT", f"{server.url}/users/1", "user1"),
-        "list": urllib.request.Request(f"{server.url}/users?limit=20"),
-        "list-deep": urllib.request.Request(f"{server.url}/users?limit=20&cursor=1"),
+        "list": read_request(f"{server.url}/users?limit=20"),
+        "list-deep": read_request(f"{server.url}/users?limit=20&cursor=1"),
         "post": write_request("POST", f"{server.url}/users", f"check-{uuid.uuid4().hex[:8]}"),
     }
     for scenario in scenarios:
         with urllib.request.urlopen(requests[scenario], timeout=10) as response:
             if not 200 <= response.status < 300:
                 raise RuntimeError(f"{server.variant.name} {scenario}: {response.status}")
+
+
+def read_request(url: str) -> urllib.request.Request:
+    """Reads need the key too; the peers, whose reads are public, ignore it."""
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {API_KEY}"})
 
 
 def write_request(method: str, url: str, username: str) -> urllib.request.Request:

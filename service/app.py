@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -17,7 +18,7 @@ from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
-from users_api.auth import security_map
+from users_api.auth import READ, security_map
 from users_api.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
 from users_api.framing import BodilessResponses, RequestBodyGuard
 from users_api.headers import ResponseHeaders
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         __name__,
         resolver=StoreResolver(store),
         validator_map=VALIDATOR_MAP,
-        security_map=security_map(settings.api_keys),
+        security_map=security_map(settings.load_keys()),
         lifespan=lifespan,
         middlewares=middlewares(),
     )
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         metrics=metrics,
         templates=_templates(spec["paths"]),
+        metrics_networks=settings.metrics_networks,
     )
     app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(BodilessResponses, position=MiddlewarePosition.BEFORE_EXCEPTION)
@@ -106,7 +108,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         max_bytes=settings.max_body_bytes,
     )
     app.add_api(
-        spec,
+        _with_public_reads(spec) if settings.public_reads else spec,
         validate_responses=settings.validate_responses,
         swagger_ui_options=SwaggerUIOptions(serve_spec=False, swagger_ui_path=CONSOLE_PATH),
     )
@@ -131,6 +133,20 @@ EXPOSED_HEADERS = (
     "RateLimit-Reset",
 )
 """Response headers a browser script on an allowed origin may read."""
+
+
+def _with_public_reads(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with the operations that need only `users:read` open to every client.
+
+    The operator's choice (`--public-reads`); the spec served at /openapi.json stays as written,
+    and a key sent anyway is not checked.
+    """
+    public = copy.deepcopy(spec)
+    for item in public["paths"].values():
+        for method, operation in item.items():
+            if method in _METHODS and operation.get("security") == [{"bearerAuth": [READ]}]:
+                operation["security"] = []
+    return public
 
 
 def _templates(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

@@ -1,35 +1,156 @@
-"""Bearer API keys: writes need `Authorization: Bearer <key>` with one of the app's keys."""
+"""API keys: each has a name and scopes, and is known only by its SHA-256 digest.
+
+A key file lists one key a line, `NAME SCOPES KEY`, where KEY is `sha256:` and the key's digest
+in hex (so the file holds no secret), or the key itself:
+
+    # name     scopes                  key
+    backend    users:read,users:write  sha256:0b64...e1
+    dashboard  users:read              sha256:9f3a...07
+
+`users:write` may read too. `users-api keys new` makes a key and prints its line.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
-from collections.abc import Callable, Iterable
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from connexion.exceptions import ProblemException
 from connexion.security import BearerSecurityHandler
+
+READ = "users:read"
+WRITE = "users:write"
+SCOPES = (READ, WRITE)
+NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+class KeyFileError(ValueError):
+    """A key file the service cannot use; the message names the line."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    """What the access log and the metrics call the key; never the key itself."""
+    scopes: frozenset[str]
+    digest: bytes
+    """SHA-256 of the key."""
+
+    @property
+    def granted(self) -> frozenset[str]:
+        """The scopes the key may use: a writer may read."""
+        return self.scopes | {READ} if WRITE in self.scopes else self.scopes
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def key_file_line(name: str, scopes: Iterable[str], key: str) -> str:
+    """The key file's line for `key`: its digest, not the key."""
+    return f"{name} {','.join(sorted(scopes))} sha256:{digest(key).hex()}"
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    """`users:read,users:write`; raises ValueError for an empty list or an unknown scope."""
+    scopes = frozenset(scope.strip() for scope in text.split(",") if scope.strip())
+    unknown = sorted(scopes - set(SCOPES))
+    if not scopes or unknown:
+        raise ValueError(f"scopes are {' and '.join(SCOPES)}, comma-separated, not {text!r}")
+    return scopes
+
+
+def read_key_file(path: Path) -> list[ApiKey]:
+    """The keys in a key file; `KeyFileError` names the first bad line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise KeyFileError(f"cannot read the key file {path}: {error}") from None
+    keys: list[ApiKey] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            keys.append(_key(line))
+        except ValueError as error:
+            raise KeyFileError(f"{path}, line {number}: {error}") from None
+    names = [key.name for key in keys]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise KeyFileError(f"{path}: a key name is used twice: {', '.join(duplicates)}")
+    return keys
+
+
+def plain_keys(keys: Iterable[str]) -> list[ApiKey]:
+    """Keys given as they are (`USERS_API_KEYS`, for development): every scope, numbered names."""
+    return [
+        ApiKey(f"USERS_API_KEYS[{number}]", frozenset(SCOPES), digest(key))
+        for number, key in enumerate(keys, start=1)
+    ]
+
+
+def _key(line: str) -> ApiKey:
+    parts = line.split()
+    if len(parts) != 3:
+        raise ValueError("expected NAME SCOPES KEY, separated by spaces")
+    name, scopes, key = parts
+    if not NAME.fullmatch(name):
+        raise ValueError(f"a name is 1-64 of A-Z a-z 0-9 . _ -, not {name!r}")
+    stored = DIGEST.fullmatch(key)
+    if key.startswith("sha256:") and not stored:
+        raise ValueError("a digest is sha256: and 64 lowercase hex digits")
+    return ApiKey(name, parse_scopes(scopes), bytes.fromhex(stored[1]) if stored else digest(key))
 
 
 class ApiKeyBearer(BearerSecurityHandler):
-    """Checks bearer tokens against a set of keys, in constant time.
+    """Checks a bearer key against the app's keys, and its scopes against the operation's.
 
     Installed through Connexion's `security_map`: the keys belong to one app, which a
-    function named by the spec's `x-bearerInfoFunc` could not know.
+    function named by the spec's `x-bearerInfoFunc` could not know. Connexion hands a bearer
+    scheme's required scopes to `get_fn` but not to the token check, so `get_fn` keeps them.
     """
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = [key.encode() for key in keys]
+    def __init__(self, keys: Sequence[ApiKey]) -> None:
+        self._keys = keys
 
-    def _resolve_func(self, security_scheme: dict[str, Any]) -> Callable[[str], Any]:
-        return self._token_info
+    def get_fn(
+        self, security_scheme: dict[str, Any], required_scopes: Sequence[str] | None
+    ) -> Callable[..., Any]:
+        required = frozenset(required_scopes or ())
 
-    def _token_info(self, token: str) -> dict[str, str] | None:
-        presented = token.encode()
-        matched = False
-        for key in self._keys:  # no early exit: every key is compared every time
-            matched |= hmac.compare_digest(presented, key)
-        return {"sub": "api-key"} if matched else None
+        def token_info(token: str) -> dict[str, Any] | None:
+            return self._token_info(token, required)
+
+        return self._get_verify_func(token_info)  # type: ignore[no-any-return]
+
+    def _token_info(self, token: str, required: frozenset[str]) -> dict[str, Any] | None:
+        """The key's name and scopes; None (401) for an unknown key; 403 for a missing scope."""
+        presented = digest(token)
+        found = None
+        for key in self._keys:  # every key is compared every time, in constant time
+            if hmac.compare_digest(presented, key.digest):
+                found = key
+        if found is None:
+            return None
+        if missing := sorted(required - found.granted):
+            raise ProblemException(
+                status=403,
+                title="Forbidden",
+                detail=f"This API key lacks the scope {', '.join(missing)}.",
+            )
+        return {"sub": found.name, "scope": sorted(found.granted)}
 
 
-def security_map(keys: Iterable[str]) -> dict[str, Callable[[], ApiKeyBearer]]:
+def security_map(keys: Sequence[ApiKey]) -> dict[str, Callable[[], ApiKeyBearer]]:
     return {"bearer": functools.partial(ApiKeyBearer, tuple(keys))}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -12,12 +11,13 @@ import tempfile
 from dataclasses import fields, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from tqdm import tqdm
 
 from users_api.app import create_app
+from users_api.auth import NAME, key_file_line, new_key, parse_scopes
 from users_api.logs import FORMATS, log_config
 from users_api.metrics import MULTIPROCESS_DIR
 from users_api.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
@@ -32,13 +32,16 @@ DEMO_USERNAMES = ("cosmo", "elaine", "george", "jerry")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        _new_key(args.name, args.scopes)
+        return 0
     try:
         settings = _settings(args)
         store = settings.open_store()
     except (SettingsError, UnknownStoreURL) as error:
-        parser.error(str(error))
+        _refuse(str(error))
     if args.command != "serve" and not isinstance(store, SQLStore):
-        parser.error(f"{args.command} needs a sqlite:// or postgresql:// store, not memory://")
+        _refuse(f"{args.command} needs a sqlite:// or postgresql:// store, not memory://")
     try:
         if args.command == "migrate":
             assert isinstance(store, SQLStore)
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "import":
             _say(f"Imported {_import(store, args.file)} users from {args.file}.")
         else:
-            _serve(parser, settings, store, demo=args.demo)
+            _serve(settings, store, demo=args.demo)
     except StoreUnavailable as error:
         _say(f"The store is unavailable: {error.reason}")
         return 1
@@ -63,12 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _serve(
-    parser: argparse.ArgumentParser, settings: Settings, store: UserStore, *, demo: bool
-) -> None:
+def _serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
     if settings.workers > 1 and isinstance(store, MemoryStore):
-        parser.error("the memory:// store lives in one process: it cannot serve --workers > 1")
-    _refuse_a_port_in_use(parser, settings)
+        _refuse("the memory:// store lives in one process: it cannot serve --workers > 1")
+    try:
+        keys = settings.load_keys()
+    except SettingsError as error:
+        _refuse(str(error))
+    if not keys and not demo:
+        _refuse(
+            "no API key: list keys in a file (--api-keys-file, USERS_API_KEYS_FILE; "
+            "`users-api keys new` makes one), or try it with --demo"
+        )
+    _refuse_a_port_in_use(settings)
     try:
         store.check()  # migrates the schema before any worker serves
         if demo and not store.list(after=0, limit=1):
@@ -76,9 +86,9 @@ def _serve(
                 store.create(username=username)
     except StoreUnavailable as error:
         _say(f"The store is unavailable ({error.reason}); /readyz answers 503 until it is up.")
-    if not settings.api_keys:
-        settings = replace(settings, api_keys=(secrets.token_urlsafe(24),))
-        _say(f"No API key configured; writes need:  Authorization: Bearer {settings.api_keys[0]}")
+    if not keys:
+        settings = replace(settings, api_keys=(new_key(),))
+        _say(f"Demo key, every scope, this run only:  Authorization: Bearer {settings.api_keys[0]}")
     _say(f"Swagger console: http://{settings.host}:{settings.port}/ui/")
     # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: make that
     # second one a clean exit, since stopping on request is success.
@@ -105,14 +115,24 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,  # users_api.telemetry logs each request, with its operation
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        # The client's address from X-Forwarded-For, only when a listed proxy sent it.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
     }
 
 
-def _refuse_a_port_in_use(parser: argparse.ArgumentParser, settings: Settings) -> None:
+def _new_key(name: str, scopes: frozenset[str]) -> None:
+    """A fresh key, shown once, and the key file's line for it, which holds only its digest."""
+    key = new_key()
+    _say("Give the key to its client; add the line to the key file. The key is not kept.")
+    sys.stdout.write(f"key:  {key}\nline: {key_file_line(name, scopes, key)}\n")
+
+
+def _refuse_a_port_in_use(settings: Settings) -> None:
     try:
         socket.create_server((settings.host, settings.port)).close()
     except OSError as error:
-        parser.error(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}")
+        _refuse(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}")
 
 
 def _import(store: UserStore, path: Path) -> int:
@@ -164,11 +184,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (USERS_PORT; 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (USERS_WORKERS; 1)")
     serve.add_argument(
-        "--api-key",
-        dest="api_keys",
-        action="append",
-        help="a key that may write; repeat to rotate keys (USERS_API_KEYS, comma-separated; "
-        "without any, one is made up and printed at start)",
+        "--api-keys-file",
+        metavar="FILE",
+        help="the API keys, a line each: NAME SCOPES sha256:DIGEST (USERS_API_KEYS_FILE; "
+        "for development, USERS_API_KEYS takes plain keys, comma-separated, with every scope). "
+        "Never give a key on the command line, where ps shows it",
+    )
+    serve.add_argument(
+        "--public-reads",
+        action="store_true",
+        default=None,
+        help="let clients without a key list and get users (USERS_PUBLIC_READS; off)",
     )
     serve.add_argument(
         "--max-body-bytes",
@@ -224,7 +250,28 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long requests in flight may take to finish "
         "(USERS_SHUTDOWN_GRACE_SECONDS; 30)",
     )
-    serve.add_argument("--demo", action="store_true", help="add example users to an empty store")
+    serve.add_argument(
+        "--metrics-network",
+        dest="metrics_networks",
+        action="append",
+        metavar="NETWORK",
+        help="clients that may read /metrics, like 10.0.0.0/8; to others it is a 404; repeat "
+        "for more (USERS_METRICS_NETWORKS, comma-separated; 127.0.0.1/32,::1/128)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        metavar="NETWORK",
+        help="a load balancer whose X-Forwarded-For names the client; repeat for more "
+        "(USERS_TRUSTED_PROXIES, comma-separated; none: the peer's address is the client's)",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="add example users to an empty store, and without a key configured, make one up "
+        "with every scope for this run",
+    )
     commands.add_parser(
         "migrate",
         parents=[store],
@@ -241,7 +288,33 @@ def _parser() -> argparse.ArgumentParser:
         "any bad line, and nothing is added",
     )
     import_.add_argument("file", type=Path, metavar="FILE")
+    keys = commands.add_parser("keys", help="make API keys").add_subparsers(
+        dest="action", required=True
+    )
+    new = keys.add_parser(
+        "new", help="print a new key once, and the key file's line for it (only its digest)"
+    )
+    new.add_argument("--name", required=True, type=_key_name, help="what logs call the key")
+    new.add_argument(
+        "--scopes",
+        required=True,
+        type=_scopes,
+        help="users:read, users:write (which may read too), or both, comma-separated",
+    )
     return parser
+
+
+def _scopes(text: str) -> frozenset[str]:
+    try:
+        return parse_scopes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _key_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"a name is 1-64 of A-Z a-z 0-9 . _ -, not {name!r}")
+    return name
 
 
 SETTINGS = {field.name for field in fields(Settings)}
@@ -255,6 +328,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         if name in SETTINGS and value is not None
     }
     return replace(Settings.from_env(), **given)
+
+
+def _refuse(reason: str) -> NoReturn:
+    """Stop before doing anything, with one line and exit status 2, as for a bad flag."""
+    _say(f"users-api: error: {reason}")
+    raise SystemExit(2)
 
 
 def _say(line: str) -> None:

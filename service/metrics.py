@@ -23,8 +23,9 @@ class Metrics:
         registry = CollectorRegistry()
         self.requests = Counter(
             "users_http_requests",
-            "Requests answered, by the spec's operationId (none: no operation matched).",
-            ["operation", "method", "status"],
+            "Requests answered, by the spec's operationId (none: no operation matched) and the "
+            "name of the API key (none: no key was accepted).",
+            ["operation", "method", "status", "key"],
             registry=registry,
         )
         self.latency = Histogram(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from users_api.auth import ApiKey, KeyFileError, plain_keys, read_key_file
 from users_api.logs import FORMATS
 from users_api.ratelimit import parse_limits
 from users_api.store import UserStore, open_store
@@ -30,6 +33,8 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     workers: int = 1
     api_keys: tuple[str, ...] = ()
+    api_keys_file: str = ""
+    public_reads: bool = False
     max_body_bytes: int = 16 * 1024
     validate_responses: bool = False
     app: str = "flask"
@@ -39,6 +44,8 @@ class Settings:
     rate_limit_storage: str = "memory://"
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_seconds: int = 30
+    metrics_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -81,6 +88,22 @@ class Settings:
             raise SettingsError(
                 f"shutdown_grace_seconds must be 0 or more, not {self.shutdown_grace_seconds}"
             )
+        for name in ("metrics_networks", "trusted_proxies"):
+            for network in getattr(self, name):
+                try:
+                    ipaddress.ip_network(network)
+                except ValueError:
+                    raise SettingsError(
+                        f"{name} are addresses or networks like 10.0.0.0/8, not {network!r}"
+                    ) from None
+
+    def load_keys(self) -> list[ApiKey]:
+        """The keys of `api_keys_file`, then those of `api_keys` (with every scope)."""
+        try:
+            keys = read_key_file(Path(self.api_keys_file)) if self.api_keys_file else []
+        except KeyFileError as error:
+            raise SettingsError(str(error)) from None
+        return keys + plain_keys(self.api_keys)
 
     def open_store(self) -> UserStore:
         """The store `store_url` names, with the connection settings applied."""

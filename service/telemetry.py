@@ -1,10 +1,12 @@
-"""One access log line and one set of metrics per request; /metrics itself is served here."""
+"""One access log line and one set of metrics per request; /metrics itself is served here, to
+the operator's networks only."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,17 +26,26 @@ class RequestTelemetry:
     and it never holds a header's value.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, templates: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        templates: Mapping[str, str],
+        metrics_networks: Sequence[str],
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.templates = templates
         """Path template of each operationId."""
+        self.metrics_networks = [ipaddress.ip_network(network) for network in metrics_networks]
+        """Who may read /metrics; to anyone else it does not exist (the app's 404)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] == "/metrics":
+        if scope["path"] == "/metrics" and self._may_scrape(scope):
             await self.metrics.endpoint(scope, receive, send)
             return
         started = time.perf_counter()
@@ -59,7 +70,11 @@ class RequestTelemetry:
             seconds = time.perf_counter() - started
             resolved = (extensions.get(ROUTING_CONTEXT) or {}).get("operation_id")
             operation = resolved.rpartition(".")[2] if resolved else None
-            self.metrics.requests.labels(operation or "none", scope["method"], status).inc()
+            # The name of the key that Connexion's security check accepted, if any.
+            key = (extensions.get("connexion_context") or {}).get("user")
+            self.metrics.requests.labels(
+                operation or "none", scope["method"], status, key or "none"
+            ).inc()
             self.metrics.latency.labels(operation or "none").observe(seconds)
             # A path no operation matched (Swagger UI's files, a typo) has no template.
             path = self.templates[operation] if operation else scope["path"]
@@ -78,8 +93,17 @@ class RequestTelemetry:
                     "duration_ms": round(seconds * 1000, 3),
                     "response_bytes": sent_bytes,
                     "client": client[0] if client else None,
+                    "key": key,
                 },
             )
+
+    def _may_scrape(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        try:
+            address = ipaddress.ip_address(client[0]) if client else None
+        except ValueError:
+            return False
+        return address is not None and any(address in net for net in self.metrics_networks)
 
 
 def _level(status: int) -> int:

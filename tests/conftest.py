@@ -11,6 +11,7 @@ from connexion import AbstractApp
 from httpx import Response
 from starlette.testclient import TestClient
 
+from tests.installed import Installed, build_and_install
 from tests.stores import fresh_store
 from users_api.app import create_app
 from users_api.settings import APP_FLAVOURS, Settings
@@ -18,6 +19,12 @@ from users_api.store import UserStore
 
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel, installed into a fresh virtual environment, for the tests that run it."""
+    return build_and_install(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -36,7 +43,8 @@ def app(request: pytest.FixtureRequest, store: UserStore) -> AbstractApp:
 
 @pytest.fixture
 def client(app: AbstractApp) -> TestClient:
-    return app.test_client()
+    """Calls from loopback, as the operator's own machine would."""
+    return app.test_client(client=("127.0.0.1", 50000))
 
 
 def assert_problem(response: Response, status: int) -> dict[str, Any]:

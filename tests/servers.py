@@ -46,13 +46,14 @@ def serve(
     command: Sequence[str] = USERS_API,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
     """A running `users-api serve`; killed on the way out with any workers it started (its
     own process group: killing only the parent would leave them holding database connections).
 
     `env` is added to this process's environment, which gets `USERS_API_KEYS` unless it is set.
     """
-    port = free_port()
+    port = port or free_port()
     tmp_path.mkdir(exist_ok=True)
     log = tmp_path / "server.log"
     if "--store" not in args:

@@ -92,7 +92,7 @@ def test_a_trailing_newline_does_not_pass_a_pattern_that_ends_in_dollar(put: Put
 
 
 def test_a_cursor_with_a_trailing_newline_returns_400(client: TestClient) -> None:
-    problem = assert_problem(client.get("/users", params={"cursor": "20\n"}), 400)
+    problem = assert_problem(client.get("/users", params={"cursor": "20\n"}, headers=AUTH), 400)
     assert [error["parameter"] for error in problem["errors"]] == ["cursor"]
 
 
@@ -121,7 +121,7 @@ def test_a_content_length_that_is_not_a_number_returns_400(put: Put) -> None:
 
 @pytest.mark.parametrize("user_id", ["0", "-1", str(2**63), str(2**64), "9" * 40])
 def test_an_integer_user_id_out_of_range_returns_400(client: TestClient, user_id: str) -> None:
-    problem = assert_problem(client.get(f"/users/{user_id}"), 400)
+    problem = assert_problem(client.get(f"/users/{user_id}", headers=AUTH), 400)
     assert problem["errors"][0]["parameter"] == "user_id"
 
 
@@ -129,8 +129,8 @@ def test_an_integer_user_id_out_of_range_returns_400(client: TestClient, user_id
 def test_a_user_id_that_is_not_an_integer_matches_no_path_and_returns_404(
     client: TestClient, user_id: str
 ) -> None:
-    assert_problem(client.get(f"/users/{user_id}"), 404)
+    assert_problem(client.get(f"/users/{user_id}", headers=AUTH), 404)
 
 
 def test_the_largest_int64_user_id_is_valid_and_not_found(client: TestClient) -> None:
-    assert_problem(client.get(f"/users/{2**63 - 1}"), 404)
+    assert_problem(client.get(f"/users/{2**63 - 1}", headers=AUTH), 404)

@@ -36,7 +36,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "console"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve(tmp_path_factory.mktemp("console-server"), "--api-key", "k1") as running:
+    with serve(tmp_path_factory.mktemp("console-server")) as running:
         yield running
 
 

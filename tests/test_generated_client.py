@@ -65,7 +65,7 @@ def generated(generation: Generation, name: str) -> ModuleType:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with serve(tmp_path, "--api-key", "k1", "--store", "memory://") as running:
+    with serve(tmp_path, "--store", "memory://") as running:
         yield running
 
 
@@ -79,7 +79,7 @@ def client(generation: Generation, server: Server) -> Iterator[Any]:
 
 @pytest.fixture
 def public(generation: Generation, server: Server) -> Iterator[Any]:
-    """The generated client without a key, as reads allow."""
+    """The generated client without a key."""
     with generated(generation, "client").Client(base_url=server.url) as client:
         yield client
 
@@ -136,16 +136,26 @@ def test_create_returns_201_and_a_parsed_user(
     assert response.headers["etag"] == '"1"'
 
 
-def test_get_returns_the_user_without_a_key(
+def test_get_returns_the_user(users: SimpleNamespace, client: Any, models: ModuleType) -> None:
+    created = create(users, client, models, "cosmo")
+
+    response = users.get_user.sync_detailed(created.id, client=client)
+
+    assert response.status_code == 200
+    assert response.parsed == created
+    assert response.headers["etag"] == '"1"'
+
+
+def test_get_without_a_key_returns_a_parsed_401_problem(
     users: SimpleNamespace, client: Any, public: Any, models: ModuleType
 ) -> None:
     created = create(users, client, models, "cosmo")
 
     response = users.get_user.sync_detailed(created.id, client=public)
 
-    assert response.status_code == 200
-    assert response.parsed == created
-    assert response.headers["etag"] == '"1"'
+    assert response.status_code == 401
+    assert isinstance(response.parsed, models.Problem)
+    assert response.parsed.title == "Unauthorized"
 
 
 def test_list_walks_every_page_with_the_cursor(

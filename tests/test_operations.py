@@ -18,9 +18,12 @@ from users_api.store import User
 from users_api.store.memory import MemoryStore
 
 
-def client_with(store: MemoryStore | None = None, **settings: Any) -> TestClient:
+def client_with(
+    store: MemoryStore | None = None, address: str = "127.0.0.1", **settings: Any
+) -> TestClient:
+    """An app's test client, calling from `address` (the operator's own machine by default)."""
     app = create_app(Settings(api_keys=(API_KEY, "other-key"), **settings), store=store)
-    return app.test_client()
+    return app.test_client(client=(address, 50000))
 
 
 @pytest.fixture
@@ -32,20 +35,25 @@ def client() -> TestClient:
 
 
 def test_a_sane_request_id_is_echoed_and_names_the_problem(client: TestClient) -> None:
-    response = client.get("/users/42", headers={"X-Request-ID": "checkout-7.a_b"})
+    response = client.get("/users/42", headers=AUTH | {"X-Request-ID": "checkout-7.a_b"})
     assert response.headers["X-Request-ID"] == "checkout-7.a_b"
     assert assert_problem(response, 404)["instance"] == "urn:request:checkout-7.a_b"
 
 
 @pytest.mark.parametrize("sent", ["", "has space", "x" * 129, "semi;colon", "a/b"])
 def test_any_other_request_id_is_replaced_by_a_new_one(client: TestClient, sent: str) -> None:
-    response = client.get("/users", headers={"X-Request-ID": sent})
+    response = client.get("/users", headers=AUTH | {"X-Request-ID": sent})
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
 
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("get", "/users", 200), ("post", "/users", 401), ("patch", "/users", 405), ("get", "/x", 404)],
+    [
+        ("get", "/healthz", 200),
+        ("post", "/users", 401),
+        ("patch", "/users", 405),
+        ("get", "/x", 404),
+    ],
 )
 def test_every_response_carries_a_fresh_request_id(
     client: TestClient, method: str, path: str, status: int
@@ -76,13 +84,16 @@ def test_the_write_limit_is_per_key_and_spares_reads() -> None:
     assert client.post("/users", json={"username": "b"}, headers=AUTH).status_code == 429
     other = {"Authorization": "Bearer other-key"}
     assert client.post("/users", json={"username": "b"}, headers=other).status_code == 201
-    assert client.get("/users").status_code == 200
+    assert client.get("/users", headers=AUTH).status_code == 200
 
 
 def test_requests_over_the_address_limit_get_429_but_probes_do_not() -> None:
     client = client_with(store=MemoryStore(), rate_limit_requests="2/minute")
-    assert [client.get("/users").status_code for _ in range(3)] == [200, 200, 429]
-    assert "from this client address" in assert_problem(client.get("/users/1"), 429)["detail"]
+    assert [client.get("/users", headers=AUTH).status_code for _ in range(3)] == [200, 200, 429]
+    assert (
+        "from this client address"
+        in assert_problem(client.get("/users/1", headers=AUTH), 429)["detail"]
+    )
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/metrics").status_code == 200
@@ -154,7 +165,7 @@ def test_another_origin_fails_preflight() -> None:
 
 def test_user_responses_are_not_cached_and_nothing_is_sniffed(client: TestClient) -> None:
     for path in ("/users", "/users/42"):
-        response = client.get(path)
+        response = client.get(path, headers=AUTH)
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     health = client.get("/healthz")
@@ -168,7 +179,7 @@ def test_user_responses_are_not_cached_and_nothing_is_sniffed(client: TestClient
 def test_while_serving_what_the_app_built_is_out_of_the_collectors_full_passes() -> None:
     app = create_app(Settings(api_keys=(API_KEY,)), store=MemoryStore())
     with app.test_client() as client:  # runs the app's lifespan
-        assert client.get("/users").status_code == 200
+        assert client.get("/users", headers=AUTH).status_code == 200
         assert gc.get_freeze_count() > 10_000
     assert gc.get_freeze_count() == 0
 
@@ -189,18 +200,41 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
 def test_metrics_count_requests_by_operation_and_status(client: TestClient) -> None:
     client.post("/users", json={"username": "cosmo"}, headers=AUTH)
     for _ in range(3):
-        client.get("/users/1")
-    client.get("/users/99")
-    client.get("/nowhere")
-    count = "users_http_requests_total"
-    assert metric(client, count, operation="get_user", method="GET", status="200") == 3
-    assert metric(client, count, operation="get_user", method="GET", status="404") == 1
-    assert metric(client, count, operation="create_user", method="POST", status="201") == 1
-    assert metric(client, count, operation="none", method="GET", status="404") == 1
+        client.get("/users/1", headers=AUTH)
+    client.get("/users/99", headers=AUTH)
+    client.get("/nowhere", headers=AUTH)
+    count, key = "users_http_requests_total", "USERS_API_KEYS[1]"
+    assert metric(client, count, operation="get_user", method="GET", status="200", key=key) == 3
+    assert metric(client, count, operation="get_user", method="GET", status="404", key=key) == 1
+    assert metric(client, count, operation="create_user", method="POST", status="201", key=key) == 1
+    assert metric(client, count, operation="none", method="GET", status="404", key="none") == 1
     latency = "users_http_request_duration_seconds_count"
     assert metric(client, latency, operation="get_user") == 4
     assert metric(client, "users_store_errors_total", error="UserNotFound") == 1
     assert metric(client, "users_http_requests_in_flight") == 0
+
+
+def test_metrics_name_a_key_by_its_name_never_the_key() -> None:
+    client = client_with(store=MemoryStore())
+    client.get("/users", headers={"Authorization": "Bearer other-key"})
+    client.get("/users", headers={"Authorization": "Bearer wrong-key"})
+    scraped = client.get("/metrics").text
+    assert 'key="USERS_API_KEYS[2]"' in scraped
+    assert "other-key" not in scraped
+    assert "wrong-key" not in scraped
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "127.0.0.2", "::2", "testclient"])
+def test_metrics_do_not_exist_for_a_client_outside_the_metrics_networks(address: str) -> None:
+    client = client_with(store=MemoryStore(), address=address, metrics_networks=("127.0.0.1",))
+    problem = assert_problem(client.get("/metrics"), 404)
+    assert problem["title"] == "Not Found"
+    assert "users_http_requests_total" not in client.get("/metrics").text
+
+
+def test_metrics_answer_a_client_in_a_listed_network() -> None:
+    client = client_with(store=MemoryStore(), address="10.1.2.3", metrics_networks=("10.0.0.0/8",))
+    assert "users_http_requests_total" in client.get("/metrics").text
 
 
 class FailingStore(MemoryStore):
@@ -212,7 +246,7 @@ def test_a_500_logs_its_traceback_at_error_but_shows_none(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = client_with(store=FailingStore())
-    response = client.get("/users/1")
+    response = client.get("/users/1", headers=AUTH)
     problem = assert_problem(response, 500)
     assert "secret-detail" not in response.text
     assert "Traceback" not in response.text
@@ -227,7 +261,7 @@ def test_only_auth_failures_among_4xx_log_at_warning(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    client.get("/users/99")
+    client.get("/users/99", headers=AUTH)
     client.post("/users", json={"username": "cosmo"}, headers={"Authorization": "Bearer wrong"})
     levels = {
         record.getMessage(): record.levelname

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import signal
 import socket
@@ -24,10 +26,12 @@ from sqlalchemy import make_url
 
 from tests.servers import (
     AUTH,
+    USERS_API,
     Server,
     assert_the_seeds_put_answers_200_400_and_404,
     free_port,
     serve,
+    wait_until_up,
 )
 from tests.stores import fresh_store_url, postgres_schema
 from users_api.settings import APP_FLAVOURS, Settings
@@ -35,17 +39,17 @@ from users_api.settings import APP_FLAVOURS, Settings
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with serve(tmp_path, "--api-key", "k1") as running:
+    with serve(tmp_path) as running:
         yield running
 
 
-LOAD = ("--api-key", "k1", "--rate-limit-writes", "100000/second")
+LOAD = ("--rate-limit-writes", "100000/second")
 """For the tests that hammer the server on purpose: no normal client writes this fast."""
 
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
 def test_the_seeds_put_answers_200_400_and_404_over_http(tmp_path: Path, flavour: str) -> None:
-    with serve(tmp_path, "--app", flavour, "--api-key", "k1") as server:
+    with serve(tmp_path, "--app", flavour) as server:
         assert_the_seeds_put_answers_200_400_and_404(server)
 
 
@@ -98,7 +102,9 @@ def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
         json={"username": "cosmo"},
         headers={**AUTH, "X-Request-ID": "trace-1"},
     )
-    httpx.get(f"{server.url}/users/{created.json()['id']}", headers={"X-Request-ID": "trace-2"})
+    httpx.get(
+        f"{server.url}/users/{created.json()['id']}", headers=AUTH | {"X-Request-ID": "trace-2"}
+    )
     httpx.put(
         f"{server.url}/users/1",
         json={"username": "x"},
@@ -121,26 +127,27 @@ def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
         "duration_ms": 0,
         "response_bytes": len(created.content),
         "client": "127.0.0.1",
+        "key": "USERS_API_KEYS[1]",
     }
     assert access["trace-2"]["path"] == "/users/{user_id}"
     assert access["trace-2"]["operation"] == "get_user"
     assert 0 < access["trace-2"]["duration_ms"] < 5000
     (refused,) = [line for line in access.values() if line["status"] == 401]
     assert refused["level"] == "WARNING"
-    assert "k1" not in server.output().replace("--api-key", "")
+    assert "k1" not in server.output()
     assert "leaked-k3y" not in server.output()
     assert not [line for line in log_lines(server) if "color_message" in line]  # uvicorn's ANSI
 
 
 def test_responses_carry_no_server_banner(server: Server) -> None:
-    assert "server" not in httpx.get(f"{server.url}/users").headers
+    assert "server" not in httpx.get(f"{server.url}/users", headers=AUTH).headers
 
 
 def test_metrics_add_up_every_workers_requests(tmp_path: Path) -> None:
     with serve(tmp_path, "--workers", "2", *LOAD) as running:
         with httpx.Client(base_url=running.url) as client:
             for n in range(60):
-                client.get(f"/users/{n + 1}")
+                client.get(f"/users/{n + 1}", headers=AUTH)
             for n in range(20):
                 client.post("/users", json={"username": f"u{n}"}, headers=AUTH)
         samples = httpx.get(f"{running.url}/metrics").text.splitlines()
@@ -153,25 +160,90 @@ def test_metrics_add_up_every_workers_requests(tmp_path: Path) -> None:
     health = sum(
         float(line.rpartition(" ")[2])
         for line in samples
-        if line.startswith('users_http_requests_total{method="GET",operation="check_health"')
+        if line.startswith("users_http_requests_total{") and 'operation="check_health"' in line
     )
     assert sum(counts) - health == 80
 
 
-def test_without_a_key_serve_prints_one_that_then_works(tmp_path: Path) -> None:
-    with serve(tmp_path) as running:
-        key = re.search(r"Authorization: Bearer (\S+)", running.output())
-        assert key, running.output()
+def test_serve_without_a_key_refuses_to_start_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("USERS_")}
+    command = [*USERS_API, "serve", "--store", f"sqlite:///{tmp_path / 'users.db'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=environ)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("users-api: error: no API key: list keys in a file (--api-keys-file")
+
+
+def test_demo_without_a_key_makes_one_up_on_stderr_never_in_the_log(tmp_path: Path) -> None:
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("USERS_")}
+    port = free_port()
+    stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
+    command = [*USERS_API, "serve", "--demo", "--port", str(port)]
+    command += ["--store", f"sqlite:///{tmp_path / 'users.db'}", "--log-format", "json"]
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=environ)
+    server = Server(process, f"http://127.0.0.1:{port}", stderr)
+    try:
+        wait_until_up(server)
+        key = re.search(
+            r"Demo key, every scope, this run only:  Authorization: Bearer (\S+)",
+            stderr.read_text(),
+        )
+        assert key, stderr.read_text()
         headers = {"Authorization": f"Bearer {key[1]}"}
-        response = httpx.post(f"{running.url}/users", json={"username": "x"}, headers=headers)
-        assert response.status_code == 201
-        assert httpx.post(f"{running.url}/users", json={"username": "y"}).status_code == 401
-
-
-def test_demo_seeds_example_users(tmp_path: Path) -> None:
-    with serve(tmp_path, "--demo") as running:
-        users = httpx.get(f"{running.url}/users").json()["items"]
+        users = httpx.get(f"{server.url}/users", headers=headers).json()["items"]
         assert [user["username"] for user in users] == ["cosmo", "elaine", "george", "jerry"]
+        assert (
+            httpx.put(f"{server.url}/users/1", json={"username": "x"}, headers=headers).status_code
+            == 200
+        )
+        assert httpx.get(f"{server.url}/users").status_code == 401
+    finally:
+        process.kill()
+        process.wait()
+    assert stderr.read_text().count(key[1]) == 1
+    assert key[1] not in stdout.read_text()
+
+
+def test_the_access_log_names_the_key_from_a_key_file(tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text(f"ops-dashboard users:read {_digest('s3cret')}\n")
+    environ = {"USERS_API_KEYS": "", "USERS_API_KEYS_FILE": str(tmp_path / "keys")}
+    with serve(tmp_path, env=environ) as server:
+        response = httpx.get(f"{server.url}/users", headers={"Authorization": "Bearer s3cret"})
+        assert response.status_code == 200
+        time.sleep(0.2)
+        (line,) = [line for line in log_lines(server) if line.get("operation") == "list_users"]
+    assert line["key"] == "ops-dashboard"
+    assert "s3cret" not in server.output()
+
+
+def _digest(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_metrics_answer_loopback_and_are_a_404_to_any_other_address(server: Server) -> None:
+    assert "users_http_requests_total" in httpx.get(f"{server.url}/metrics").text
+    elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=elsewhere) as client:
+        response = client.get(f"{server.url}/metrics")
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert client.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_only_a_trusted_proxys_x_forwarded_for_names_the_client(tmp_path: Path) -> None:
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    with serve(tmp_path, "--trusted-proxy", "127.0.0.2") as server:
+        proxy = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        with proxy:
+            proxy.get(f"{server.url}/healthz", headers=forwarded)
+            assert proxy.get(f"{server.url}/metrics", headers=forwarded).status_code == 404
+        httpx.get(f"{server.url}/healthz", headers=forwarded)  # from 127.0.0.1: not trusted
+        assert httpx.get(f"{server.url}/metrics", headers=forwarded).status_code == 200
+        time.sleep(0.2)
+        clients = [line["client"] for line in log_lines(server) if line.get("path") == "/healthz"]
+    assert clients[-2:] == ["203.0.113.9", "127.0.0.1"]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +253,8 @@ def test_demo_seeds_example_users(tmp_path: Path) -> None:
         (["--store", "redis://x"], "unknown store URL 'redis://x'"),
         (["--port", "70000"], "port must be 0-65535"),
         (["--max-body-bytes", "0"], "max_body_bytes must be at least 1"),
-        (["--api-key", " "], "an API key must not be empty"),
+        (["--metrics-network", "localhost"], "metrics_networks are addresses or networks"),
+        (["--trusted-proxy", "10.0.0.0/33"], "trusted_proxies are addresses or networks"),
         (["--app", "django"], "invalid choice: 'django'"),
         (["--rate-limit-writes=-5/second"], "rate_limit_writes must be like 50/second"),
         (["--rate-limit-requests", "lots"], "rate_limit_requests must be like 50/second"),
@@ -204,9 +277,10 @@ def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
 def test_a_port_in_use_exits_2_with_a_message(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = str(taken.getsockname()[1])
-        command = [sys.executable, "-m", "users_api.cli", "serve", "--port", port]
+        command = [*USERS_API, "serve", "--port", port]
         command += ["--store", f"sqlite:///{tmp_path / 'users.db'}"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        environ = {**os.environ, "USERS_API_KEYS": "k1"}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=environ)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
@@ -227,12 +301,12 @@ def test_serve_help_and_the_readme_list_every_setting() -> None:
 
 
 def test_data_survives_a_restart(tmp_path: Path) -> None:
-    with serve(tmp_path, "--api-key", "k1") as first:
+    with serve(tmp_path) as first:
         created = httpx.post(f"{first.url}/users", json={"username": "cosmo"}, headers=AUTH)
         first.process.send_signal(signal.SIGTERM)
         first.process.wait(timeout=15)
     with serve(tmp_path) as second:
-        kept = httpx.get(f"{second.url}/users/{created.json()['id']}")
+        kept = httpx.get(f"{second.url}/users/{created.json()['id']}", headers=AUTH)
     assert kept.json() == created.json()
 
 
@@ -246,7 +320,7 @@ def increment_with_if_match(url: str, clients: int, increments: int) -> int:
         successes = 0
         with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
             while successes < increments:
-                current = client.get("/users/1")
+                current = client.get("/users/1", headers=AUTH)
                 count = int(current.json()["username"][1:])
                 response = client.put(
                     "/users/1",
@@ -268,7 +342,7 @@ def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str)
         server = stack.enter_context(serve(tmp_path, "--store", store, "--workers", "2", *LOAD))
         httpx.post(f"{server.url}/users", json={"username": "n0"}, headers=AUTH)
         successes = increment_with_if_match(server.url, clients=8, increments=25)
-        final = httpx.get(f"{server.url}/users/1").json()["username"]
+        final = httpx.get(f"{server.url}/users/1", headers=AUTH).json()["username"]
     assert successes == 8 * 25
     assert final == f"n{successes}"
 
@@ -306,7 +380,7 @@ def test_readyz_answers_503_until_the_database_is_reachable_then_200(tmp_path: P
     with postgres_schema() as url:
         database = make_url(url)
         unreachable = database.set(port=port).render_as_string(hide_password=False)
-        with serve(tmp_path, "--store", unreachable, "--api-key", "k1") as server:
+        with serve(tmp_path, "--store", unreachable) as server:
             assert "The store is unavailable" in server.output()
             assert httpx.get(f"{server.url}/healthz").status_code == 200
             not_ready = httpx.get(f"{server.url}/readyz")
@@ -341,7 +415,7 @@ def test_every_acknowledged_create_survives_sigkill(tmp_path: Path) -> None:
     assert len(acknowledged) > 10
     with serve(tmp_path) as restarted:
         for user in acknowledged:
-            assert httpx.get(f"{restarted.url}/users/{user['id']}").json() == user
+            assert httpx.get(f"{restarted.url}/users/{user['id']}", headers=AUTH).json() == user
     with sqlite3.connect(tmp_path / "users.db") as database:
         assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
@@ -358,6 +432,6 @@ def test_two_instances_over_one_postgresql_lose_no_update(tmp_path: Path) -> Non
             successes = sum(
                 pool.map(lambda url: increment_with_if_match(url, 4, 25), [first.url, second.url])
             )
-        final = httpx.get(f"{second.url}/users/1").json()["username"]
+        final = httpx.get(f"{second.url}/users/1", headers=AUTH).json()["username"]
     assert successes == 2 * 4 * 25
     assert final == f"n{successes}"

@@ -53,11 +53,13 @@ def test_a_bad_environment_value_is_refused_by_name(environ: dict[str, str], mes
 
 def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERS_PORT", "9000")
-    monkeypatch.setenv("USERS_API_KEYS", "from-env")
-    args = _parser().parse_args(["serve", "--port", "9001", "--api-key", "a", "--api-key", "b"])
+    monkeypatch.setenv("USERS_METRICS_NETWORKS", "10.0.0.0/8")
+    args = _parser().parse_args(
+        ["serve", "--port", "9001", "--metrics-network", "a::/64", "--metrics-network", "::1"]
+    )
     settings = _settings(args)
     assert settings.port == 9001
-    assert settings.api_keys == ("a", "b")
+    assert settings.metrics_networks == ("a::/64", "::1")
 
 
 def test_store_flags_apply_to_every_command() -> None:

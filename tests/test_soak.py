@@ -103,9 +103,9 @@ class Client:
 def test_a_soak_ends_with_no_5xx_no_lost_write_and_every_request_counted(
     tmp_path: Path,
 ) -> None:
-    keys = [arg for n in range(CLIENTS) for arg in ("--api-key", f"key{n}")]
+    keys = {"USERS_API_KEYS": ",".join(f"key{n}" for n in range(CLIENTS))}
     with (
-        serve(tmp_path, "--workers", "2", "--rate-limit-writes", "20/second", *keys) as server,
+        serve(tmp_path, "--workers", "2", "--rate-limit-writes", "20/second", env=keys) as server,
         ExitStack() as stack,
     ):
         clients = [

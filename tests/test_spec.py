@@ -22,7 +22,6 @@ from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store import open_store
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-WRITES = ("put", "post", "delete", "patch")
 SPEC_URI = "urn:users-api"
 
 Spec = dict[str, Any]
@@ -179,16 +178,28 @@ def test_every_operation_documents_the_errors_its_input_can_cause(spec: Spec) ->
     assert undocumented == []
 
 
-def test_every_write_needs_a_key_and_every_read_is_public(spec: Spec) -> None:
-    """The top-level `security: []` makes public the default, so each write must opt in."""
-    wrong = [
-        f"{method.upper()} {path}"
+def test_every_users_operation_names_its_scope_and_only_the_probes_are_public(
+    spec: Spec,
+) -> None:
+    """The top-level `security: []` makes public the default, so each users operation opts in:
+    reads with `users:read`, writes with `users:write`; each documents its 401 and 403."""
+    scopes = {
+        f"{method.upper()} {path}": operation.get("security", spec["security"])
         for path, method, operation in operations(spec)
-        if (operation.get("security", spec["security"]) == [{"bearerAuth": []}])
-        != (method in WRITES)
-    ]
+    }
     assert spec["security"] == []
-    assert wrong == []
+    assert scopes == {
+        "GET /users": [{"bearerAuth": ["users:read"]}],
+        "POST /users": [{"bearerAuth": ["users:write"]}],
+        "GET /users/{user_id}": [{"bearerAuth": ["users:read"]}],
+        "PUT /users/{user_id}": [{"bearerAuth": ["users:write"]}],
+        "DELETE /users/{user_id}": [{"bearerAuth": ["users:write"]}],
+        "GET /healthz": [],
+        "GET /readyz": [],
+    }
+    for path, method, operation in operations(spec):
+        if operation.get("security"):
+            assert {"401", "403"} <= set(operation["responses"]), f"{method} {path}"
 
 
 def test_openapi_json_is_the_repo_document(served: TestClient, spec: Spec) -> None:

@@ -28,7 +28,7 @@ def test_put_returns_200_and_the_updated_user(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.json()["id"] == user["id"]
     assert response.json()["username"] == "kramer"
-    assert client.get(f"/users/{user['id']}").json()["username"] == "kramer"
+    assert client.get(f"/users/{user['id']}", headers=AUTH).json()["username"] == "kramer"
 
 
 def test_put_without_username_returns_400_naming_the_field(client: TestClient) -> None:
@@ -52,7 +52,7 @@ def test_put_unknown_user_returns_404_problem(client: TestClient) -> None:
 
 def test_put_changes_the_etag_and_keeps_the_id_and_created_at(client: TestClient) -> None:
     user = create(client, "cosmo")
-    before = client.get(f"/users/{user['id']}")
+    before = client.get(f"/users/{user['id']}", headers=AUTH)
     after = client.put(f"/users/{user['id']}", json={"username": "kramer"}, headers=AUTH)
     assert after.headers["etag"] != before.headers["etag"]
     assert after.json()["created_at"] == user["created_at"]
@@ -64,7 +64,7 @@ def test_put_with_an_id_in_the_body_returns_400_and_changes_nothing(client: Test
     response = client.put(f"/users/{user['id']}", json={"id": 99, "username": "x"}, headers=AUTH)
     problem = assert_problem(response, 400)
     assert problem["errors"] == [{"pointer": "/id", "message": "'id' is not an allowed property"}]
-    assert client.get(f"/users/{user['id']}").json() == user
+    assert client.get(f"/users/{user['id']}", headers=AUTH).json() == user
 
 
 def test_put_invalid_username_returns_400_saying_why(client: TestClient) -> None:
@@ -92,7 +92,7 @@ def test_put_may_change_only_the_case_of_the_own_username(client: TestClient) ->
 
 def test_put_with_the_current_etag_in_if_match_returns_200(client: TestClient) -> None:
     user = create(client, "cosmo")
-    etag = client.get(f"/users/{user['id']}").headers["etag"]
+    etag = client.get(f"/users/{user['id']}", headers=AUTH).headers["etag"]
     headers = AUTH | {"If-Match": etag}
     response = client.put(f"/users/{user['id']}", json={"username": "kramer"}, headers=headers)
     assert response.status_code == 200
@@ -100,12 +100,12 @@ def test_put_with_the_current_etag_in_if_match_returns_200(client: TestClient) -
 
 def test_put_with_a_stale_if_match_returns_412_and_changes_nothing(client: TestClient) -> None:
     user = create(client, "cosmo")
-    stale = client.get(f"/users/{user['id']}").headers["etag"]
+    stale = client.get(f"/users/{user['id']}", headers=AUTH).headers["etag"]
     client.put(f"/users/{user['id']}", json={"username": "kramer"}, headers=AUTH)
     headers = AUTH | {"If-Match": stale}
     response = client.put(f"/users/{user['id']}", json={"username": "newman"}, headers=headers)
     assert_problem(response, 412)
-    assert client.get(f"/users/{user['id']}").json()["username"] == "kramer"
+    assert client.get(f"/users/{user['id']}", headers=AUTH).json()["username"] == "kramer"
 
 
 def test_put_with_if_match_star_updates_an_existing_user(client: TestClient) -> None:
@@ -127,7 +127,7 @@ def test_put_with_a_wrong_key_returns_401(client: TestClient) -> None:
     headers = {"Authorization": "Bearer wrong"}
     response = client.put(f"/users/{user['id']}", json={"username": "kramer"}, headers=headers)
     assert_problem(response, 401)
-    assert client.get(f"/users/{user['id']}").json()["username"] == "cosmo"
+    assert client.get(f"/users/{user['id']}", headers=AUTH).json()["username"] == "cosmo"
 
 
 # POST
@@ -138,7 +138,10 @@ def test_post_returns_201_with_location_and_etag(client: TestClient) -> None:
     assert response.status_code == 201
     user = response.json()
     assert response.headers["location"] == f"/users/{user['id']}"
-    assert response.headers["etag"] == client.get(response.headers["location"]).headers["etag"]
+    assert (
+        response.headers["etag"]
+        == client.get(response.headers["location"], headers=AUTH).headers["etag"]
+    )
     assert user["username"] == "cosmo"
 
 
@@ -179,7 +182,7 @@ def test_ids_are_never_reused_after_a_delete(client: TestClient) -> None:
 
 def test_get_returns_the_user_with_its_etag(client: TestClient) -> None:
     user = create(client, "cosmo")
-    response = client.get(f"/users/{user['id']}")
+    response = client.get(f"/users/{user['id']}", headers=AUTH)
     assert response.status_code == 200
     assert response.json() == user
     assert response.headers["etag"].startswith('"')
@@ -187,8 +190,8 @@ def test_get_returns_the_user_with_its_etag(client: TestClient) -> None:
 
 def test_get_with_the_current_etag_in_if_none_match_returns_304(client: TestClient) -> None:
     user = create(client, "cosmo")
-    etag = client.get(f"/users/{user['id']}").headers["etag"]
-    response = client.get(f"/users/{user['id']}", headers={"If-None-Match": etag})
+    etag = client.get(f"/users/{user['id']}", headers=AUTH).headers["etag"]
+    response = client.get(f"/users/{user['id']}", headers=AUTH | {"If-None-Match": etag})
     assert response.status_code == 304
     assert response.content == b""
     assert response.headers["etag"] == etag
@@ -197,14 +200,14 @@ def test_get_with_the_current_etag_in_if_none_match_returns_304(client: TestClie
 
 def test_get_with_an_old_etag_in_if_none_match_returns_200(client: TestClient) -> None:
     user = create(client, "cosmo")
-    etag = client.get(f"/users/{user['id']}").headers["etag"]
+    etag = client.get(f"/users/{user['id']}", headers=AUTH).headers["etag"]
     client.put(f"/users/{user['id']}", json={"username": "kramer"}, headers=AUTH)
-    response = client.get(f"/users/{user['id']}", headers={"If-None-Match": etag})
+    response = client.get(f"/users/{user['id']}", headers=AUTH | {"If-None-Match": etag})
     assert response.status_code == 200
 
 
 def test_get_unknown_user_returns_404(client: TestClient) -> None:
-    assert_problem(client.get("/users/1"), 404)
+    assert_problem(client.get("/users/1", headers=AUTH), 404)
 
 
 # GET list
@@ -216,7 +219,7 @@ def test_list_pages_through_every_user_in_id_order(client: TestClient) -> None:
     cursor = None
     while True:
         params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
-        page = client.get("/users", params=params).json()
+        page = client.get("/users", params=params, headers=AUTH).json()
         seen += [user["id"] for user in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -227,7 +230,7 @@ def test_list_pages_through_every_user_in_id_order(client: TestClient) -> None:
 def test_list_defaults_to_20_per_page(client: TestClient) -> None:
     for n in range(21):
         create(client, f"user{n}")
-    page = client.get("/users").json()
+    page = client.get("/users", headers=AUTH).json()
     assert len(page["items"]) == 20
     assert page["next_cursor"] == str(page["items"][-1]["id"])
 
@@ -235,29 +238,31 @@ def test_list_defaults_to_20_per_page(client: TestClient) -> None:
 def test_list_last_full_page_has_no_next_cursor(client: TestClient) -> None:
     create(client, "cosmo")
     create(client, "elaine")
-    assert client.get("/users", params={"limit": "2"}).json()["next_cursor"] is None
+    assert client.get("/users", params={"limit": "2"}, headers=AUTH).json()["next_cursor"] is None
 
 
 def test_list_cursor_past_the_end_returns_an_empty_page(client: TestClient) -> None:
     create(client, "cosmo")
-    page = client.get("/users", params={"cursor": "999999999999999999"}).json()
+    page = client.get("/users", params={"cursor": "999999999999999999"}, headers=AUTH).json()
     assert page == {"items": [], "next_cursor": None}
 
 
 def test_list_filters_by_username_ignoring_case(client: TestClient) -> None:
     create(client, "Cosmo")
     create(client, "elaine")
-    page = client.get("/users", params={"username": "COSMO"}).json()
+    page = client.get("/users", params={"username": "COSMO"}, headers=AUTH).json()
     assert [user["username"] for user in page["items"]] == ["Cosmo"]
 
 
 def test_list_with_limit_and_cursor_out_of_range_lists_both_failures(client: TestClient) -> None:
-    problem = assert_problem(client.get("/users", params={"limit": "101", "cursor": "x"}), 400)
+    problem = assert_problem(
+        client.get("/users", params={"limit": "101", "cursor": "x"}, headers=AUTH), 400
+    )
     assert [error["parameter"] for error in problem["errors"]] == ["limit", "cursor"]  # type: ignore[attr-defined]
 
 
 def test_list_with_limit_zero_returns_400(client: TestClient) -> None:
-    assert_problem(client.get("/users", params={"limit": "0"}), 400)
+    assert_problem(client.get("/users", params={"limit": "0"}, headers=AUTH), 400)
 
 
 # DELETE
@@ -269,7 +274,7 @@ def test_delete_returns_204_and_the_user_is_gone(client: TestClient) -> None:
     assert response.status_code == 204
     assert response.content == b""
     assert "content-type" not in response.headers
-    assert_problem(client.get(f"/users/{user['id']}"), 404)
+    assert_problem(client.get(f"/users/{user['id']}", headers=AUTH), 404)
 
 
 def test_delete_frees_the_username(client: TestClient) -> None:
@@ -286,13 +291,13 @@ def test_delete_with_a_stale_if_match_returns_412_and_keeps_the_user(client: Tes
     user = create(client, "cosmo")
     headers = AUTH | {"If-Match": '"999"'}
     assert_problem(client.delete(f"/users/{user['id']}", headers=headers), 412)
-    assert client.get(f"/users/{user['id']}").status_code == 200
+    assert client.get(f"/users/{user['id']}", headers=AUTH).status_code == 200
 
 
 def test_delete_without_a_key_returns_401(client: TestClient) -> None:
     user = create(client, "cosmo")
     assert_problem(client.delete(f"/users/{user['id']}"), 401)
-    assert client.get(f"/users/{user['id']}").status_code == 200
+    assert client.get(f"/users/{user['id']}", headers=AUTH).status_code == 200
 
 
 # Around the resource
@@ -311,7 +316,7 @@ def test_an_unsupported_method_returns_405_with_every_allowed_method(client: Tes
 
 
 def test_an_unknown_path_returns_404_problem(client: TestClient) -> None:
-    assert_problem(client.get("/nowhere"), 404)
+    assert_problem(client.get("/nowhere", headers=AUTH), 404)
 
 
 def test_the_spec_and_the_console_are_served(client: TestClient) -> None:

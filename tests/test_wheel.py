@@ -1,70 +1,18 @@
-"""The distribution as an operator gets it: an sdist and a wheel built from this checkout, the
-wheel installed into a fresh virtual environment outside it, and every command run from there."""
+"""The installed wheel (tests/installed.py): what it holds, and every command run from outside
+the checkout."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tomllib
 import zipfile
-from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.installed import CHECKOUT, VERSION, Installed
 from tests.servers import AUTH, assert_the_seeds_put_answers_200_400_and_404, serve
 from tests.stores import postgres_schema
-
-CHECKOUT = Path(__file__).resolve().parent.parent
-VERSION = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
-
-
-@dataclass
-class Installed:
-    wheel: Path
-    users_api: Path
-    """The `users-api` command of the fresh environment."""
-    outside: Path
-    """A folder outside the checkout, where each command runs."""
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.users_api), *args],
-            capture_output=True,
-            text=True,
-            cwd=self.outside,
-            timeout=120,
-        )
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    root = tmp_path_factory.mktemp("wheel")
-    dist = root / "dist"
-    # The sdist, then the wheel from it, as a release is built: a file missing from the sdist
-    # would be missing from the wheel.
-    subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), "."],
-        cwd=CHECKOUT,
-        check=True,
-        capture_output=True,
-    )
-    artifacts = sorted(str(path) for path in dist.iterdir())
-    subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *artifacts], check=True)
-    (wheel,) = dist.glob("*.whl")
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
-        check=True,
-        capture_output=True,
-    )
-    outside = root / "elsewhere"
-    outside.mkdir()
-    yield Installed(wheel, venv / "bin" / "users-api", outside)
 
 
 def test_the_wheel_holds_one_namespace_with_the_spec_and_the_migrations(

@@ -17,6 +17,11 @@ function init(args)
   math.randomseed(os.time() * 100 + thread_id)
 end
 
+-- Reads need the key too (users:read); the peers, whose reads are public, ignore it.
+read_headers = function()
+  return { ["Authorization"] = "Bearer " .. key }
+end
+
 write_headers = function()
   return { ["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json" }
 end

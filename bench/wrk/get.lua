@@ -2,5 +2,5 @@
 dofile("common.lua")
 
 function request()
-  return wrk.format("GET", "/users/" .. math.random(users))
+  return wrk.format("GET", "/users/" .. math.random(users), read_headers())
 end

@@ -2,5 +2,5 @@
 dofile("common.lua")
 
 function request()
-  return wrk.format("GET", "/users?limit=20&cursor=" .. math.max(users - 40, 0))
+  return wrk.format("GET", "/users?limit=20&cursor=" .. math.max(users - 40, 0), read_headers())
 end

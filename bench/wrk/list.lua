@@ -2,5 +2,5 @@
 dofile("common.lua")
 
 function request()
-  return wrk.format("GET", "/users?limit=20")
+  return wrk.format("GET", "/users?limit=20", read_headers())
 end

@@ -1,0 +1,56 @@
+"""The distribution as an operator gets it: the sdist and wheel built from this checkout, and the
+wheel installed into a fresh virtual environment outside it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+VERSION = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
+
+
+@dataclass
+class Installed:
+    wheel: Path
+    users_api: Path
+    """The `users-api` command of the fresh environment."""
+    outside: Path
+    """A folder outside the checkout, where each command runs."""
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.users_api), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.outside,
+            timeout=120,
+        )
+
+
+def build_and_install(root: Path) -> Installed:
+    """The sdist, then the wheel from it, as a release is built (a file missing from the sdist
+    would be missing from the wheel); both checked by twine; the wheel installed into a new venv."""
+    dist = root / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), "."],
+        cwd=CHECKOUT,
+        check=True,
+        capture_output=True,
+    )
+    artifacts = sorted(str(path) for path in dist.iterdir())
+    subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *artifacts], check=True)
+    (wheel,) = dist.glob("*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    outside = root / "elsewhere"
+    outside.mkdir()
+    return Installed(wheel, venv / "bin" / "users-api", outside)

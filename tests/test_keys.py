@@ -1,0 +1,176 @@
+"""API keys: the key file, scopes per operation, public reads, and `users-api keys new`."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import assert_problem
+from users_api.app import create_app
+from users_api.auth import KeyFileError, read_key_file
+from users_api.settings import APP_FLAVOURS, Settings, SettingsError
+from users_api.store.memory import MemoryStore
+
+READER, WRITER = "reader-secret", "writer-secret"
+KEYS_NEW = (sys.executable, "-m", "users_api.cli", "keys", "new")
+
+
+def sha256(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys"
+    path.write_text(
+        "# name     scopes        key\n"
+        f"dashboard  users:read    {sha256(READER)}\n"
+        "\n"
+        f"backend    users:write   {sha256(WRITER)}\n"
+        "legacy     users:read,users:write   plain-secret\n"
+    )
+    return path
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(params=APP_FLAVOURS)
+def client(request: pytest.FixtureRequest, key_file: Path) -> TestClient:
+    settings = Settings(api_keys_file=str(key_file), app=request.param, validate_responses=True)
+    client = create_app(settings, store=MemoryStore()).test_client()
+    client.post("/users", json={"username": "cosmo"}, headers=bearer(WRITER))
+    return client
+
+
+def test_a_key_file_names_each_key_with_its_scopes_and_keeps_only_digests(key_file: Path) -> None:
+    keys = read_key_file(key_file)
+    assert [(key.name, sorted(key.scopes)) for key in keys] == [
+        ("dashboard", ["users:read"]),
+        ("backend", ["users:write"]),
+        ("legacy", ["users:read", "users:write"]),
+    ]
+    assert keys[0].digest == hashlib.sha256(READER.encode()).digest()
+    assert keys[2].digest == hashlib.sha256(b"plain-secret").digest()
+    assert sorted(keys[1].granted) == ["users:read", "users:write"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a users:read", "expected NAME SCOPES KEY"),
+        ("a users:read k extra", "expected NAME SCOPES KEY"),
+        ("a users:admin k", "scopes are users:read and users:write"),
+        ("a , k", "scopes are users:read and users:write"),
+        ("a/b users:read k", "a name is 1-64 of"),
+        ("a users:read sha256:abc", "a digest is sha256: and 64 lowercase hex digits"),
+        (f"a users:read {sha256('k').upper().replace('SHA256', 'sha256')}", "a digest is"),
+    ],
+)
+def test_a_bad_key_file_line_is_refused_by_its_number(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text(f"# keys\nfine users:read {sha256('x')}\n{line}\n")
+    with pytest.raises(KeyFileError, match=f"{path}, line 3: {message}"):
+        read_key_file(path)
+
+
+def test_a_key_name_used_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("a users:read k1\na users:write k2\n")
+    with pytest.raises(KeyFileError, match="a key name is used twice: a"):
+        read_key_file(path)
+
+
+def test_a_missing_key_file_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read the key file"):
+        Settings(api_keys_file=str(tmp_path / "nowhere")).load_keys()
+
+
+def test_a_read_key_reads(client: TestClient) -> None:
+    assert client.get("/users", headers=bearer(READER)).status_code == 200
+    assert client.get("/users/1", headers=bearer(READER)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("post", "/users", {"username": "x"}), ("put", "/users/1", {"username": "x"})],
+)
+def test_a_read_key_that_writes_gets_403_naming_the_scope(
+    client: TestClient, method: str, path: str, body: dict[str, str]
+) -> None:
+    response = client.request(method, path, json=body, headers=bearer(READER))
+    problem = assert_problem(response, 403)
+    assert problem["detail"] == "This API key lacks the scope users:write."
+
+
+def test_a_read_key_cannot_delete(client: TestClient) -> None:
+    assert_problem(client.delete("/users/1", headers=bearer(READER)), 403)
+    assert client.get("/users/1", headers=bearer(READER)).status_code == 200
+
+
+def test_a_write_key_writes_and_reads(client: TestClient) -> None:
+    assert client.put("/users/1", json={"username": "x"}, headers=bearer(WRITER)).status_code == 200
+    assert client.get("/users/1", headers=bearer(WRITER)).json()["username"] == "x"
+    assert client.delete("/users/1", headers=bearer(WRITER)).status_code == 204
+
+
+def test_a_plain_key_in_the_file_works_too(client: TestClient) -> None:
+    assert client.get("/users/1", headers=bearer("plain-secret")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/users", "/users/1"])
+@pytest.mark.parametrize("key", [None, "unknown", sha256(READER)])
+def test_a_read_without_a_known_key_gets_401(client: TestClient, path: str, key: str) -> None:
+    response = client.get(path, headers=bearer(key) if key else {})
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_probes_the_spec_and_the_console_need_no_key(client: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/openapi.json", "/openapi.yaml", "/ui/"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_public_reads_open_list_and_get_but_not_writes(key_file: Path) -> None:
+    settings = Settings(api_keys_file=str(key_file), public_reads=True)
+    client = create_app(settings, store=MemoryStore()).test_client()
+    assert_problem(client.post("/users", json={"username": "x"}), 401)
+    client.post("/users", json={"username": "x"}, headers=bearer(WRITER))
+    assert client.get("/users").json()["items"][0]["username"] == "x"
+    assert client.get("/users/1").status_code == 200
+    assert_problem(client.put("/users/1", json={"username": "y"}), 401)
+
+
+def test_keys_new_prints_a_key_once_and_the_line_that_makes_it_work(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*KEYS_NEW, "--name", "ci", "--scopes", "users:read"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key_line, file_line = result.stdout.splitlines()
+    key = key_line.removeprefix("key:  ")
+    line = file_line.removeprefix("line: ")
+    assert line == f"ci users:read {sha256(key)}"
+    assert key not in line
+    (tmp_path / "keys").write_text(line + "\n")
+    settings = Settings(api_keys_file=str(tmp_path / "keys"))
+    client = create_app(settings, store=MemoryStore()).test_client()
+    assert client.get("/users", headers=bearer(key)).status_code == 200
+    assert_problem(client.post("/users", json={"username": "x"}, headers=bearer(key)), 403)
+
+
+def test_two_new_keys_differ() -> None:
+    command = [*KEYS_NEW, "--name", "a", "--scopes", "users:write"]
+    first, second = (
+        subprocess.run(command, capture_output=True, text=True, check=True).stdout for _ in range(2)
+    )
+    assert first.splitlines()[0] != second.splitlines()[0]
