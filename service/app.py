@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         __name__,
         resolver=StoreResolver(store),
         validator_map=VALIDATOR_MAP,
-        security_map=security_map(settings.load_keys()),
+        security_map=security_map(settings.load_keys(), _scopes(spec["paths"])),
         lifespan=lifespan,
         middlewares=middlewares(),
     )
@@ -138,15 +138,25 @@ EXPOSED_HEADERS = (
 def _with_public_reads(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with the operations that need only `users:read` open to every client.
 
-    The operator's choice (`--public-reads`); the spec served at /openapi.json stays as written,
-    and a key sent anyway is not checked.
+    The operator's choice (`--public-reads`); the spec served at /openapi.json stays as written.
+    A key sent anyway is still checked and named in the log; a request without one passes.
     """
     public = copy.deepcopy(spec)
     for item in public["paths"].values():
         for method, operation in item.items():
-            if method in _METHODS and operation.get("security") == [{"bearerAuth": [READ]}]:
-                operation["security"] = []
+            if method in _METHODS and operation.get("x-scope") == READ:
+                operation["security"] = [*spec["security"], {}]
     return public
+
+
+def _scopes(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The scope each operationId needs: its `x-scope`."""
+    return {
+        operation["operationId"]: operation["x-scope"]
+        for item in paths.values()
+        for method, operation in item.items()
+        if method in _METHODS and "x-scope" in operation
+    }
 
 
 def _templates(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

@@ -17,12 +17,14 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest
+from connexion.middleware.abstract import ROUTING_CONTEXT
 from connexion.security import BearerSecurityHandler
 
 READ = "users:read"
@@ -75,7 +77,7 @@ def parse_scopes(text: str) -> frozenset[str]:
 def read_key_file(path: Path) -> list[ApiKey]:
     """The keys in a key file; `KeyFileError` names the first bad line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise KeyFileError(f"cannot read the key file {path}: {error}") from None
     keys: list[ApiKey] = []
@@ -86,10 +88,20 @@ def read_key_file(path: Path) -> list[ApiKey]:
             keys.append(_key(line))
         except ValueError as error:
             raise KeyFileError(f"{path}, line {number}: {error}") from None
+    return keys
+
+
+def refuse_duplicates(keys: Sequence[ApiKey]) -> None:
+    """A name used twice would blur the logs; a key listed twice would get whichever scopes
+    came last. Raises KeyFileError for either."""
     names = [key.name for key in keys]
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
-        raise KeyFileError(f"{path}: a key name is used twice: {', '.join(duplicates)}")
-    return keys
+        raise KeyFileError(f"a key name is used twice: {', '.join(duplicates)}")
+    by_digest: dict[bytes, list[str]] = {}
+    for key in keys:
+        by_digest.setdefault(key.digest, []).append(key.name)
+    if twice := [names for names in by_digest.values() if len(names) > 1]:
+        raise KeyFileError(f"one key is listed twice, as {' and '.join(twice[0])}")
 
 
 def plain_keys(keys: Iterable[str]) -> list[ApiKey]:
@@ -100,13 +112,20 @@ def plain_keys(keys: Iterable[str]) -> list[ApiKey]:
     ]
 
 
+def parse_name(name: str) -> str:
+    """A key's name; raises ValueError unless it is 1-64 of A-Z a-z 0-9 . _ - (and not `none`,
+    which the metrics use for requests without a key)."""
+    if not NAME.fullmatch(name) or name == "none":
+        raise ValueError(f"a name is 1-64 of A-Z a-z 0-9 . _ - (not none), not {name!r}")
+    return name
+
+
 def _key(line: str) -> ApiKey:
     parts = line.split()
     if len(parts) != 3:
         raise ValueError("expected NAME SCOPES KEY, separated by spaces")
     name, scopes, key = parts
-    if not NAME.fullmatch(name):
-        raise ValueError(f"a name is 1-64 of A-Z a-z 0-9 . _ -, not {name!r}")
+    parse_name(name)
     stored = DIGEST.fullmatch(key)
     if key.startswith("sha256:") and not stored:
         raise ValueError("a digest is sha256: and 64 lowercase hex digits")
@@ -117,25 +136,24 @@ class ApiKeyBearer(BearerSecurityHandler):
     """Checks a bearer key against the app's keys, and its scopes against the operation's.
 
     Installed through Connexion's `security_map`: the keys belong to one app, which a
-    function named by the spec's `x-bearerInfoFunc` could not know. Connexion hands a bearer
-    scheme's required scopes to `get_fn` but not to the token check, so `get_fn` keeps them.
+    function named by the spec's `x-bearerInfoFunc` could not know. The scope an operation
+    needs is its `x-scope` (OpenAPI 3.0 keeps a bearer scheme's list of scopes empty):
+    `scopes` maps each operationId to it.
     """
 
-    def __init__(self, keys: Sequence[ApiKey]) -> None:
+    def __init__(self, keys: Sequence[ApiKey], scopes: Mapping[str, str]) -> None:
         self._keys = keys
+        self._scopes = scopes
 
-    def get_fn(
-        self, security_scheme: dict[str, Any], required_scopes: Sequence[str] | None
-    ) -> Callable[..., Any]:
-        required = frozenset(required_scopes or ())
+    def _resolve_func(self, security_scheme: dict[str, Any]) -> Callable[..., Any]:
+        return self._token_info
 
-        def token_info(token: str) -> dict[str, Any] | None:
-            return self._token_info(token, required)
+    def _token_info(self, token: str, request: ConnexionRequest) -> dict[str, Any] | None:
+        """The key's name and scopes; None (401) for an unknown key; 403 for a missing scope.
 
-        return self._get_verify_func(token_info)  # type: ignore[no-any-return]
-
-    def _token_info(self, token: str, required: frozenset[str]) -> dict[str, Any] | None:
-        """The key's name and scopes; None (401) for an unknown key; 403 for a missing scope."""
+        The key's name goes into the request's context, where the access log and the metrics
+        find it, refused or not.
+        """
         presented = digest(token)
         found = None
         for key in self._keys:  # every key is compared every time, in constant time
@@ -143,14 +161,22 @@ class ApiKeyBearer(BearerSecurityHandler):
                 found = key
         if found is None:
             return None
-        if missing := sorted(required - found.granted):
+        request.context["user"] = found.name
+        operation = request.scope["extensions"][ROUTING_CONTEXT]["operation_id"]
+        needed = self._scopes.get(operation.rpartition(".")[2])
+        if needed is not None and needed not in found.granted:
             raise ProblemException(
                 status=403,
                 title="Forbidden",
-                detail=f"This API key lacks the scope {', '.join(missing)}.",
+                detail=f"This API key lacks the scope {needed}.",
+                headers={
+                    "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'
+                },
             )
         return {"sub": found.name, "scope": sorted(found.granted)}
 
 
-def security_map(keys: Sequence[ApiKey]) -> dict[str, Callable[[], ApiKeyBearer]]:
-    return {"bearer": functools.partial(ApiKeyBearer, tuple(keys))}
+def security_map(
+    keys: Sequence[ApiKey], scopes: Mapping[str, str]
+) -> dict[str, Callable[[], ApiKeyBearer]]:
+    return {"bearer": functools.partial(ApiKeyBearer, tuple(keys), scopes)}

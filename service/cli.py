@@ -17,7 +17,7 @@ import uvicorn
 from tqdm import tqdm
 
 from users_api.app import create_app
-from users_api.auth import NAME, key_file_line, new_key, parse_scopes
+from users_api.auth import key_file_line, new_key, parse_name, parse_scopes
 from users_api.logs import FORMATS, log_config
 from users_api.metrics import MULTIPROCESS_DIR
 from users_api.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
@@ -129,8 +129,9 @@ def _new_key(name: str, scopes: frozenset[str]) -> None:
 
 
 def _refuse_a_port_in_use(settings: Settings) -> None:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     try:
-        socket.create_server((settings.host, settings.port)).close()
+        socket.create_server((settings.host, settings.port), family=family).close()
     except OSError as error:
         _refuse(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}")
 
@@ -312,9 +313,10 @@ def _scopes(text: str) -> frozenset[str]:
 
 
 def _key_name(name: str) -> str:
-    if not NAME.fullmatch(name):
-        raise argparse.ArgumentTypeError(f"a name is 1-64 of A-Z a-z 0-9 . _ -, not {name!r}")
-    return name
+    try:
+        return parse_name(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 SETTINGS = {field.name for field in fields(Settings)}

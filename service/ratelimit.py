@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     import coredis
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
-UNLIMITED_PATHS = {"/healthz", "/readyz", "/metrics"}
-"""Probes and scrapes: a load balancer or Prometheus must always get through."""
+UNLIMITED_PATHS = {"/healthz", "/readyz"}
+"""Probes: a load balancer must always get through. (Prometheus's scrapes of /metrics are
+answered before these limits; to anyone else /metrics is an unknown path, and counted.)"""
 
 
 def parse_limits(text: str) -> list[RateLimitItem]:

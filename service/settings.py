@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from users_api.auth import ApiKey, KeyFileError, plain_keys, read_key_file
+from users_api.auth import ApiKey, KeyFileError, plain_keys, read_key_file, refuse_duplicates
 from users_api.logs import FORMATS
 from users_api.ratelimit import parse_limits
 from users_api.store import UserStore, open_store
@@ -101,9 +101,11 @@ class Settings:
         """The keys of `api_keys_file`, then those of `api_keys` (with every scope)."""
         try:
             keys = read_key_file(Path(self.api_keys_file)) if self.api_keys_file else []
+            keys += plain_keys(self.api_keys)
+            refuse_duplicates(keys)
         except KeyFileError as error:
             raise SettingsError(str(error)) from None
-        return keys + plain_keys(self.api_keys)
+        return keys
 
     def open_store(self) -> UserStore:
         """The store `store_url` names, with the connection settings applied."""

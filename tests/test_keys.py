@@ -44,7 +44,7 @@ def bearer(key: str) -> dict[str, str]:
 @pytest.fixture(params=APP_FLAVOURS)
 def client(request: pytest.FixtureRequest, key_file: Path) -> TestClient:
     settings = Settings(api_keys_file=str(key_file), app=request.param, validate_responses=True)
-    client = create_app(settings, store=MemoryStore()).test_client()
+    client = create_app(settings, store=MemoryStore()).test_client(client=("127.0.0.1", 50000))
     client.post("/users", json={"username": "cosmo"}, headers=bearer(WRITER))
     return client
 
@@ -69,6 +69,7 @@ def test_a_key_file_names_each_key_with_its_scopes_and_keeps_only_digests(key_fi
         ("a users:admin k", "scopes are users:read and users:write"),
         ("a , k", "scopes are users:read and users:write"),
         ("a/b users:read k", "a name is 1-64 of"),
+        ("none users:read k", "a name is 1-64 of"),
         ("a users:read sha256:abc", "a digest is sha256: and 64 lowercase hex digits"),
         (f"a users:read {sha256('k').upper().replace('SHA256', 'sha256')}", "a digest is"),
     ],
@@ -85,8 +86,31 @@ def test_a_bad_key_file_line_is_refused_by_its_number(
 def test_a_key_name_used_twice_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text("a users:read k1\na users:write k2\n")
-    with pytest.raises(KeyFileError, match="a key name is used twice: a"):
-        read_key_file(path)
+    with pytest.raises(SettingsError, match="a key name is used twice: a"):
+        Settings(api_keys_file=str(path)).load_keys()
+
+
+@pytest.mark.parametrize(
+    ("lines", "plain"),
+    [
+        (f"ro users:read same\nrw users:write {sha256('same')}\n", ()),
+        ("ro users:read same\n", ("same",)),
+    ],
+)
+def test_one_key_listed_twice_is_refused_whatever_its_scopes(
+    tmp_path: Path, lines: str, plain: tuple[str, ...]
+) -> None:
+    """Else it would get the scopes of whichever line came last."""
+    path = tmp_path / "keys"
+    path.write_text(lines)
+    with pytest.raises(SettingsError, match="one key is listed twice, as ro and"):
+        Settings(api_keys_file=str(path), api_keys=plain).load_keys()
+
+
+def test_a_key_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_bytes(b"\xef\xbb\xbfa users:read k1\n")
+    assert [key.name for key in read_key_file(path)] == ["a"]
 
 
 def test_a_missing_key_file_is_a_settings_error(tmp_path: Path) -> None:
@@ -109,6 +133,15 @@ def test_a_read_key_that_writes_gets_403_naming_the_scope(
     response = client.request(method, path, json=body, headers=bearer(READER))
     problem = assert_problem(response, 403)
     assert problem["detail"] == "This API key lacks the scope users:write."
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", scope="users:write"'
+    )
+
+
+def test_a_refused_key_is_named_in_the_metrics(client: TestClient) -> None:
+    client.post("/users", json={"username": "x"}, headers=bearer(READER))
+    scraped = client.get("/metrics").text
+    assert 'key="dashboard",method="POST",operation="create_user",status="403"' in scraped
 
 
 def test_a_read_key_cannot_delete(client: TestClient) -> None:
@@ -146,7 +179,10 @@ def test_public_reads_open_list_and_get_but_not_writes(key_file: Path) -> None:
     client.post("/users", json={"username": "x"}, headers=bearer(WRITER))
     assert client.get("/users").json()["items"][0]["username"] == "x"
     assert client.get("/users/1").status_code == 200
+    assert client.get("/users/1", headers=bearer(READER)).status_code == 200
     assert_problem(client.put("/users/1", json={"username": "y"}), 401)
+    assert_problem(client.delete("/users/1"), 401)
+    assert_problem(client.delete("/users/1", headers=bearer(READER)), 403)
 
 
 def test_keys_new_prints_a_key_once_and_the_line_that_makes_it_work(tmp_path: Path) -> None:

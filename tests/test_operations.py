@@ -99,6 +99,11 @@ def test_requests_over_the_address_limit_get_429_but_probes_do_not() -> None:
     assert client.get("/metrics").status_code == 200
 
 
+def test_metrics_asked_from_outside_its_networks_count_against_the_limit() -> None:
+    client = client_with(store=MemoryStore(), address="10.1.2.3", rate_limit_requests="2/minute")
+    assert [client.get("/metrics").status_code for _ in range(3)] == [404, 404, 429]
+
+
 def test_instances_sharing_redis_share_the_limit() -> None:
     key = f"key-{uuid.uuid4().hex}"
     settings = Settings(

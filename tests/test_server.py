@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from tests.servers import (
     wait_until_up,
 )
 from tests.stores import fresh_store_url, postgres_schema
+from users_api.auth import key_file_line
 from users_api.settings import APP_FLAVOURS, Settings
 
 
@@ -207,7 +207,7 @@ def test_demo_without_a_key_makes_one_up_on_stderr_never_in_the_log(tmp_path: Pa
 
 
 def test_the_access_log_names_the_key_from_a_key_file(tmp_path: Path) -> None:
-    (tmp_path / "keys").write_text(f"ops-dashboard users:read {_digest('s3cret')}\n")
+    (tmp_path / "keys").write_text(key_file_line("ops-dashboard", ["users:read"], "s3cret"))
     environ = {"USERS_API_KEYS": "", "USERS_API_KEYS_FILE": str(tmp_path / "keys")}
     with serve(tmp_path, env=environ) as server:
         response = httpx.get(f"{server.url}/users", headers={"Authorization": "Bearer s3cret"})
@@ -216,10 +216,6 @@ def test_the_access_log_names_the_key_from_a_key_file(tmp_path: Path) -> None:
         (line,) = [line for line in log_lines(server) if line.get("operation") == "list_users"]
     assert line["key"] == "ops-dashboard"
     assert "s3cret" not in server.output()
-
-
-def _digest(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def test_metrics_answer_loopback_and_are_a_404_to_any_other_address(server: Server) -> None:

@@ -67,7 +67,9 @@ def test_the_installed_service_serves_the_contract(
 
 def test_export_then_import_round_trips_every_user(installed: Installed, tmp_path: Path) -> None:
     source = f"sqlite:///{tmp_path / 'source.db'}"
-    with serve(tmp_path, "--store", source, command=[str(installed.users_api)]) as server:
+    with serve(
+        tmp_path, "--store", source, command=[str(installed.users_api)], cwd=installed.outside
+    ) as server:
         for name in ("cosmo", "elaine", "george"):
             httpx.post(f"{server.url}/users", json={"username": name}, headers=AUTH)
     exported, again = tmp_path / "users.jsonl", tmp_path / "again.jsonl"
