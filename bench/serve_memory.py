@@ -8,6 +8,7 @@ same code `users-api import` uses. Bench-only: the service itself cannot preload
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from users_api.transfer import import_users
 def main(users_file: str) -> None:
     settings = replace(Settings.from_env(), store_url="memory://")
     store = MemoryStore()
-    import_users(store, Path(users_file))
+    asyncio.run(import_users(store, Path(users_file)))
     uvicorn.run(create_app(settings, store=store), **uvicorn_options(settings))
 
 

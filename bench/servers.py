@@ -44,6 +44,7 @@ PEERS = {
     "seed-flask": "bench.peers.seed_flask:app",
     "floor-flask": "bench.peers.connexion_floor:flask_app",
     "floor-async": "bench.peers.connexion_floor:async_app",
+    "floor-async-def": "bench.peers.connexion_floor:async_app_coroutines",
 }
 
 

@@ -9,11 +9,11 @@ from users_api.store import UserStore
 Response = tuple[dict[str, Any], int, dict[str, str]]
 
 
-def check_health() -> Response:
+async def check_health() -> Response:
     return {"status": "ok"}, 200, {"Content-Type": "application/json"}
 
 
-def check_readiness(*, store: UserStore) -> Response:
+async def check_readiness(*, store: UserStore) -> Response:
     """OK once the store answers; its `StoreUnavailable` becomes the 503."""
-    store.check()
-    return check_health()
+    await store.check()
+    return await check_health()

@@ -21,36 +21,38 @@ def present(user: User) -> dict[str, Any]:
     }
 
 
-def list_users(
+async def list_users(
     limit: int = 20, cursor: str | None = None, username: str | None = None, *, store: UserStore
 ) -> Response:
     """A page of users after `cursor`; one more is fetched to know whether a next page exists."""
-    users = store.list(after=int(cursor or 0), limit=limit + 1, username=username)
+    users = await store.list(after=int(cursor or 0), limit=limit + 1, username=username)
     page = users[:limit]
     next_cursor = str(page[-1].id) if len(users) > limit else None
     body = {"items": [present(user) for user in page], "next_cursor": next_cursor}
     return body, 200, dict(JSON)
 
 
-def create_user(body: dict[str, str], *, store: UserStore) -> Response:
-    user = store.create(username=body["username"])
+async def create_user(body: dict[str, str], *, store: UserStore) -> Response:
+    user = await store.create(username=body["username"])
     return present(user), 201, {"Location": f"/users/{user.id}", "ETag": etag(user)} | JSON
 
 
-def get_user(user_id: int, *, store: UserStore, if_none_match: str | None = None) -> Response:
-    user = store.get(user_id)
+async def get_user(user_id: int, *, store: UserStore, if_none_match: str | None = None) -> Response:
+    user = await store.get(user_id)
     if none_match(if_none_match, user):
         return None, 304, {"ETag": etag(user)} | JSON
     return present(user), 200, {"ETag": etag(user)} | JSON
 
 
-def update_user(
+async def update_user(
     user_id: int, body: dict[str, str], *, store: UserStore, if_match: str | None = None
 ) -> Response:
-    user = store.update(user_id, username=body["username"], expected_versions=versions_in(if_match))
+    user = await store.update(
+        user_id, username=body["username"], expected_versions=versions_in(if_match)
+    )
     return present(user), 200, {"ETag": etag(user)} | JSON
 
 
-def delete_user(user_id: int, *, store: UserStore, if_match: str | None = None) -> Response:
-    store.delete(user_id, expected_versions=versions_in(if_match))
+async def delete_user(user_id: int, *, store: UserStore, if_match: str | None = None) -> Response:
+    await store.delete(user_id, expected_versions=versions_in(if_match))
     return None, 204, {}

@@ -35,7 +35,8 @@ from users_api.validation import VALIDATOR_MAP
 SPEC = files("users_api").joinpath("openapi", "users.yaml")
 """The contract, shipped inside the package (the repo's `openapi/users.yaml`)."""
 APP_CLASSES: dict[str, type[AbstractApp]] = {"flask": FlaskApp, "async": AsyncApp}
-"""Both run the same sync handlers; `AsyncApp` calls them in a thread pool."""
+"""Both run the same `async def` handlers: `AsyncApp` on its event loop, `FlaskApp` on a loop
+that each of its WSGI threads keeps (see `StoreResolver`)."""
 
 
 def create_app(settings: Settings | None = None, *, store: UserStore | None = None) -> AbstractApp:
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     spec = yaml.safe_load(text)
     metrics = Metrics()
     limiter = Limiter(settings.rate_limit_storage)
+    resolver = StoreResolver(store, in_thread_loops=settings.app == "flask")
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
@@ -55,13 +57,14 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         gc.freeze()
         yield
         gc.unfreeze()
-        store.close()
+        resolver.close()
+        await store.close()
         limiter.close()
         metrics.close()
 
     app = APP_CLASSES[settings.app](
         __name__,
-        resolver=StoreResolver(store),
+        resolver=resolver,
         validator_map=VALIDATOR_MAP,
         security_map=security_map(settings.load_keys(), _scopes(spec["paths"])),
         lifespan=lifespan,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             assert isinstance(store, SQLStore)
             _say(f"The database is at schema revision {store.migrate()}.")
         elif args.command == "export":
-            _say(f"Exported {export_users(store, args.file)} users to {args.file}.")
+            _say(f"Exported {asyncio.run(export_users(store, args.file))} users to {args.file}.")
         elif args.command == "import":
             _say(f"Imported {_import(store, args.file)} users from {args.file}.")
         else:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(str(error))
         return 1
     finally:
-        store.close()
+        asyncio.run(store.close())
     return 0
 
 
@@ -80,10 +81,7 @@ def _serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
         )
     _refuse_a_port_in_use(settings)
     try:
-        store.check()  # migrates the schema before any worker serves
-        if demo and not store.list(after=0, limit=1):
-            for username in DEMO_USERNAMES:
-                store.create(username=username)
+        asyncio.run(_prepare(store, demo=demo))
     except StoreUnavailable as error:
         _say(f"The store is unavailable ({error.reason}); /readyz answers 503 until it is up.")
     if not keys:
@@ -99,11 +97,19 @@ def _serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
         return
     # Each worker process builds its own app and store from the same settings, and writes its
     # metrics where /metrics, in any worker, can add them up.
-    store.close()
+    asyncio.run(store.close())
     os.environ.update(settings.to_env())
     with tempfile.TemporaryDirectory(prefix="users-api-metrics-") as metrics:
         os.environ[MULTIPROCESS_DIR] = metrics
         uvicorn.run("users_api.app:create_app", factory=True, workers=settings.workers, **server)
+
+
+async def _prepare(store: UserStore, *, demo: bool) -> None:
+    """Migrate the schema before any worker serves; with `demo`, fill an empty store."""
+    await store.check()
+    if demo and not await store.list(after=0, limit=1):
+        for username in DEMO_USERNAMES:
+            await store.create(username=username)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -142,7 +148,7 @@ def _import(store: UserStore, path: Path) -> int:
     with tqdm(
         total=size, unit="B", unit_scale=True, desc="import", disable=size < 1_000_000
     ) as progress:
-        return import_users(store, path, on_read=progress.update)
+        return asyncio.run(import_users(store, path, on_read=progress.update))
 
 
 def _parser() -> argparse.ArgumentParser:

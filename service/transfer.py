@@ -28,13 +28,13 @@ class ImportRejected(Exception):
         self.errors = errors
 
 
-def export_users(store: UserStore, path: Path) -> int:
+async def export_users(store: UserStore, path: Path) -> int:
     """Write every user to `path`, by id; the file appears only once it is complete."""
     partial = path.with_name(f".{path.name}.partial")
     count, after = 0, 0
     try:
         with partial.open("w", encoding="utf-8") as sink:
-            while page := store.list(after=after, limit=PAGE):
+            while page := await store.list(after=after, limit=PAGE):
                 sink.writelines(json.dumps(present(user)) + "\n" for user in page)
                 count, after = count + len(page), page[-1].id
         partial.replace(path)
@@ -43,7 +43,7 @@ def export_users(store: UserStore, path: Path) -> int:
     return count
 
 
-def import_users(
+async def import_users(
     store: UserStore, path: Path, on_read: Callable[[int], object] = lambda _: None
 ) -> int:
     """Add the users in `path` in one transaction: all of them, or none if any line is bad.
@@ -52,7 +52,7 @@ def import_users(
     `on_read` is told how many bytes each line had, for a progress bar.
     """
     try:
-        return store.add_all(_users(path, on_read))
+        return await store.add_all(_users(path, on_read))
     except (UserIdTaken, UsernameTaken) as error:
         raise ImportRejected([_where_taken(path, error)]) from None
 

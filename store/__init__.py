@@ -55,34 +55,36 @@ class StoreUnavailable(StoreError):
 
 
 class UserStore(Protocol):
-    """Users by id. `expected_versions`, when given, makes a write conditional: it happens
-    only if the user's current version is among them (else `PreconditionFailed`), checked
-    and written atomically."""
+    """Users by id, awaited on the server's event loop. `expected_versions`, when given, makes a
+    write conditional: it happens only if the user's current version is among them (else
+    `PreconditionFailed`), checked and written atomically."""
 
-    def create(self, *, username: str) -> User: ...
+    async def create(self, *, username: str) -> User: ...
 
-    def get(self, user_id: int) -> User: ...
+    async def get(self, user_id: int) -> User: ...
 
-    def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
+    async def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
         """At most `limit` users with ids above `after`, by id."""
         ...
 
-    def update(
+    async def update(
         self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
     ) -> User: ...
 
-    def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None: ...
+    async def delete(
+        self, user_id: int, *, expected_versions: Collection[int] | None = None
+    ) -> None: ...
 
-    def add_all(self, users: Iterable[User]) -> int:
+    async def add_all(self, users: Iterable[User]) -> int:
         """Add users as they are (ids, names, timestamps; version 1), all or none: an id or a
         username already taken, or an error raised by `users`, adds none. Returns the count."""
         ...
 
-    def check(self) -> None:
+    async def check(self) -> None:
         """Raise `StoreUnavailable` unless the store can serve requests now."""
         ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 class UnknownStoreURL(ValueError):

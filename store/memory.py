@@ -12,8 +12,10 @@ from users_api.store import PreconditionFailed, User, UserIdTaken, UsernameTaken
 
 
 class MemoryStore:
-    """Thread-safe: one lock around every read and write, so a conditional write checks and
-    writes in one step. Lookups by id and by username are O(1); a page is O(log n + limit)."""
+    """Answers on the caller's event loop, never awaiting anything. One lock around every read
+    and write, never held across an await, keeps it safe for callers on several threads (each
+    with its loop) too, and makes a conditional write check and write in one step. Lookups by
+    id and by username are O(1); a page is O(log n + limit)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -22,7 +24,7 @@ class MemoryStore:
         self._ordered_ids: list[int] = []
         self._last_id = 0
 
-    def create(self, *, username: str) -> User:
+    async def create(self, *, username: str) -> User:
         with self._lock:
             self._claim(username)
             self._last_id += 1
@@ -33,11 +35,11 @@ class MemoryStore:
             self._ordered_ids.append(user.id)
             return user
 
-    def get(self, user_id: int) -> User:
+    async def get(self, user_id: int) -> User:
         with self._lock:
             return self._current(user_id, None)
 
-    def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
+    async def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
         with self._lock:
             if username is not None:
                 user_id = self._ids_by_name.get(username.lower())
@@ -47,7 +49,7 @@ class MemoryStore:
                 ids = self._ordered_ids[start : start + limit]
             return [self._users[user_id] for user_id in ids]
 
-    def update(
+    async def update(
         self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
     ) -> User:
         with self._lock:
@@ -62,14 +64,16 @@ class MemoryStore:
             self._users[user_id] = updated
             return updated
 
-    def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
+    async def delete(
+        self, user_id: int, *, expected_versions: Collection[int] | None = None
+    ) -> None:
         with self._lock:
             user = self._current(user_id, expected_versions)
             del self._users[user_id]
             del self._ids_by_name[user.username.lower()]
             del self._ordered_ids[bisect.bisect_left(self._ordered_ids, user_id)]
 
-    def add_all(self, users: Iterable[User]) -> int:
+    async def add_all(self, users: Iterable[User]) -> int:
         with self._lock:
             added: dict[int, User] = {}
             ids_by_name: dict[str, int] = {}
@@ -87,10 +91,10 @@ class MemoryStore:
             self._last_id = max(self._last_id, *added, 0)
             return len(added)
 
-    def check(self) -> None:
+    async def check(self) -> None:
         pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
     def _current(self, user_id: int, expected_versions: Collection[int] | None) -> User:

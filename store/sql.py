@@ -7,13 +7,16 @@ lower(username) settles races between processes, and a conditional write is one
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -74,6 +77,24 @@ users = Table(
 )
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_its_threads(
+    method: Callable[Concatenate[SQLStore, P], R],
+) -> Callable[Concatenate[SQLStore, P], Coroutine[Any, Any, R]]:
+    """The method, to be awaited: it runs in the store's own threads, so that the event loop
+    never waits on the database. (SQLAlchemy's asyncio engines are the other way: issue 12
+    weighs them.)"""
+
+    async def in_thread(self: SQLStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        call = functools.partial(method, self, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    return in_thread
+
+
 class SQLStore:
     """Connects lazily: a database that is down at start makes requests fail with
     `StoreUnavailable` until it is up; the first connection that works migrates the schema."""
@@ -87,11 +108,14 @@ class SQLStore:
         sqlite_busy_timeout_ms: int = 5000,
     ) -> None:
         self.engine = _engine(url, pool_size, sqlite_synchronous, sqlite_busy_timeout_ms)
+        self._threads = ThreadPoolExecutor(pool_size, thread_name_prefix="users-store")
+        """One per pooled connection: a call that finds all busy waits as it would for one."""
         self._migrated = False
         self._migrating = threading.Lock()
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
         self._busy_timeout_s = sqlite_busy_timeout_ms / 1000
 
+    @_in_its_threads
     def create(self, *, username: str) -> User:
         now = datetime.now(UTC)
         statement = (
@@ -102,6 +126,7 @@ class SQLStore:
         with self._writing(username) as connection:
             return _user(connection.execute(statement).one())
 
+    @_in_its_threads
     def get(self, user_id: int) -> User:
         with self._connect() as connection:
             row = connection.execute(select(users).where(users.c.id == user_id)).one_or_none()
@@ -109,6 +134,7 @@ class SQLStore:
             raise UserNotFound(user_id)
         return _user(row)
 
+    @_in_its_threads
     def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
         query = select(users).where(users.c.id > after).order_by(users.c.id).limit(limit)
         if username is not None:
@@ -116,6 +142,7 @@ class SQLStore:
         with self._connect() as connection:
             return [_user(row) for row in connection.execute(query)]
 
+    @_in_its_threads
     def update(
         self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
     ) -> User:
@@ -137,6 +164,7 @@ class SQLStore:
                 self._refuse(connection, user_id)
             return _user(row)
 
+    @_in_its_threads
     def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
         statement = delete(users).where(users.c.id == user_id).returning(users.c.id)
         if expected_versions is not None:
@@ -145,6 +173,7 @@ class SQLStore:
             if connection.execute(statement).one_or_none() is None:
                 self._refuse(connection, user_id)
 
+    @_in_its_threads
     def add_all(self, users_to_add: Iterable[User]) -> int:
         added = 0
         with self._connect(write=True) as connection:
@@ -165,18 +194,21 @@ class SQLStore:
                 )
         return added
 
+    @_in_its_threads
     def check(self) -> None:
         with self._connect() as connection:
             connection.execute(select(1))
 
     def migrate(self) -> str:
-        """Bring the schema to the newest revision now; returns that revision."""
+        """Bring the schema to the newest revision now; returns that revision. Not awaited: the
+        CLI calls it before any server runs, and the first connection from the store's threads."""
         with self._unavailable_on_connection_errors():
             revision = upgrade(self.engine)
         self._migrated = True
         return revision
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self._threads.shutdown(wait=True)
         self.engine.dispose()
 
     @contextmanager

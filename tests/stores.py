@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from users_api.store import UserStore
+from users_api.store import User, UserStore
 from users_api.store.memory import MemoryStore
 from users_api.store.sql import SQLStore
 
@@ -27,7 +28,7 @@ def fresh_store(backend: str, tmp_path: Path) -> Iterator[UserStore]:
     with fresh_store_url(backend, tmp_path) as url:
         store = SQLStore(url)
         yield store
-        store.close()
+        asyncio.run(store.close())
 
 
 @contextmanager
@@ -55,3 +56,38 @@ def postgres_schema() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+class Blocking:
+    """A store's coroutines, each run to its end in a loop of its own: the contract suite drives
+    every backend through this, from plain test functions and from threads racing each other."""
+
+    def __init__(self, store: UserStore) -> None:
+        self.store = store
+
+    def create(self, *, username: str) -> User:
+        return asyncio.run(self.store.create(username=username))
+
+    def get(self, user_id: int) -> User:
+        return asyncio.run(self.store.get(user_id))
+
+    def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
+        return asyncio.run(self.store.list(after=after, limit=limit, username=username))
+
+    def update(
+        self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
+    ) -> User:
+        update = self.store.update(user_id, username=username, expected_versions=expected_versions)
+        return asyncio.run(update)
+
+    def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
+        asyncio.run(self.store.delete(user_id, expected_versions=expected_versions))
+
+    def add_all(self, users: Iterable[User]) -> int:
+        return asyncio.run(self.store.add_all(users))
+
+    def check(self) -> None:
+        asyncio.run(self.store.check())
+
+    def close(self) -> None:
+        asyncio.run(self.store.close())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,14 +19,14 @@ Put = Callable[..., Response]
 @pytest.fixture
 def put(client: TestClient, store: UserStore) -> Iterator[Put]:
     """PUTs raw bytes to an existing user; afterwards the store must hold what it held."""
-    user = store.create(username="cosmo")
-    before = store.list(after=0, limit=100)
+    user = asyncio.run(store.create(username="cosmo"))
+    before = asyncio.run(store.list(after=0, limit=100))
 
     def send(content: bytes | Iterator[bytes], headers: dict[str, str] = JSON) -> Response:
         return client.put(f"/users/{user.id}", content=content, headers=AUTH | headers)
 
     yield send
-    assert store.list(after=0, limit=100) == before
+    assert asyncio.run(store.list(after=0, limit=100)) == before
 
 
 def test_a_json_body_without_content_type_returns_415(put: Put) -> None:
@@ -108,11 +109,11 @@ def test_a_chunked_body_over_the_limit_returns_413_by_counting(put: Put) -> None
 
 
 def test_a_chunked_body_within_the_limit_is_accepted(client: TestClient, store: UserStore) -> None:
-    user = store.create(username="cosmo")
+    user = asyncio.run(store.create(username="cosmo"))
     chunks = iter([b'{"username": ', b'"kramer"}'])
     response = client.put(f"/users/{user.id}", content=chunks, headers=AUTH | JSON)
     assert response.status_code == 200
-    assert store.get(user.id).username == "kramer"
+    assert asyncio.run(store.get(user.id)).username == "kramer"
 
 
 def test_a_content_length_that_is_not_a_number_returns_400(put: Put) -> None:

@@ -26,6 +26,7 @@ VARIANTS = {variant.name: variant for variant in all_variants()}
         "seed-flask",
         "floor-flask",
         "floor-async",
+        "floor-async-def",
     ],
 )
 def test_a_bench_server_starts_filled_and_answers_its_scenarios(tmp_path: Path, name: str) -> None:

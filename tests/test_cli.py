@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.stores import postgres_schema
+from tests.stores import Blocking, postgres_schema
 from users_api.cli import main
 from users_api.store.sql import SQLStore
 
@@ -53,7 +54,7 @@ def test_database_commands_refuse_the_memory_store(
 def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    source = SQLStore(sqlite_url)
+    source = Blocking(SQLStore(sqlite_url))
     for n in range(2500):
         source.create(username=f"user{n}")
     source.delete(2)
@@ -63,7 +64,7 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     assert main(["export", "--store", sqlite_url, str(exported)]) == 0
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
-        target = SQLStore(url)
+        target = Blocking(SQLStore(url))
         assert [(u.id, u.username, u.created_at, u.updated_at) for u in users] == [
             (u.id, u.username, u.created_at, u.updated_at) for u in target.list(after=0, limit=5000)
         ]
@@ -98,7 +99,7 @@ def test_import_names_every_bad_line_and_imports_nothing(
     assert "/created_at" in errors[2]
     assert "'admin' was unexpected" in errors[3]
     assert errors[-1] == "4 bad line(s); nothing was imported"
-    assert SQLStore(sqlite_url).list(after=0, limit=10) == []
+    assert Blocking(SQLStore(sqlite_url)).list(after=0, limit=10) == []
 
 
 @pytest.mark.parametrize(
@@ -121,12 +122,12 @@ def test_import_of_a_taken_id_or_username_names_the_line_and_imports_nothing(
     message: str,
 ) -> None:
     store = SQLStore(sqlite_url)
-    cosmo = store.create(username="cosmo")
+    cosmo = asyncio.run(store.create(username="cosmo"))
     source = tmp_path / "users.jsonl"
     source.write_text("\n".join(lines) + "\n")
     assert main(["import", "--store", sqlite_url, str(source)]) == 1
     assert message in capsys.readouterr().err
-    assert store.list(after=0, limit=10) == [cosmo]
+    assert asyncio.run(store.list(after=0, limit=10)) == [cosmo]
 
 
 def test_import_shows_a_progress_bar_on_a_large_file(

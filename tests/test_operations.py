@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
@@ -147,7 +148,7 @@ def test_cors_is_off_by_default(client: TestClient) -> None:
 
 def test_an_allowed_origin_passes_preflight_and_reads_the_etag() -> None:
     store = MemoryStore()
-    user = store.create(username="cosmo")
+    user = asyncio.run(store.create(username="cosmo"))
     client = client_with(store=store, cors_origins=("https://app.example",))
     allowed = preflight(client, "https://app.example")
     assert allowed.status_code == 200

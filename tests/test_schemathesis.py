@@ -3,6 +3,8 @@ stateful phase that follows the spec's links. Settings are in schemathesis.toml.
 
 from __future__ import annotations
 
+import asyncio
+
 import hypothesis
 import pytest
 import schemathesis
@@ -32,8 +34,8 @@ def test_stateful_sequences_along_the_links_conform(
     class Workflow(api_schema.as_state_machine()):  # type: ignore[misc]
         def setup(self) -> None:
             """Each sequence starts from an empty store, so a replay meets the same answers."""
-            for user in store.list(after=0, limit=1_000_000):
-                store.delete(user.id)
+            for user in asyncio.run(store.list(after=0, limit=1_000_000)):
+                asyncio.run(store.delete(user.id))
 
     Workflow.run(
         settings=hypothesis.settings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_a_write_that_stays_busy_past_the_timeout_raises_store_unavailable(
     store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=300)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="unavailable") as raised:
-        store.create(username="cosmo")
+        asyncio.run(store.create(username="cosmo"))
     assert time.monotonic() - started >= 0.3
     assert raised.value.reason == "database is locked"
 
@@ -66,7 +67,7 @@ def test_writers_queued_behind_a_busy_database_each_give_up_in_bounded_time(
 
 def _create(store: SQLStore, username: str) -> str:
     try:
-        store.create(username=username)
+        asyncio.run(store.create(username=username))
     except StoreUnavailable as error:
         return error.reason
     return "created"
@@ -95,16 +96,16 @@ def test_the_postgresql_pool_opens_at_most_pool_size_connections() -> None:
     name = f"pool-{uuid.uuid4().hex[:8]}"
     with postgres_schema() as url:
         store = SQLStore(f"{url}&application_name={name}", pool_size=3)
-        user = store.create(username="cosmo")
+        user = asyncio.run(store.create(username="cosmo"))
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda _: store.get(user.id), range(400)))
+            list(pool.map(lambda _: asyncio.run(store.get(user.id)), range(400)))
         with store.engine.connect() as connection:
             opened = connection.execute(
                 text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
                 {"name": name},
             )
             assert opened.scalar() == 3
-        store.close()
+        asyncio.run(store.close())
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -10,24 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.stores import fresh_store
+from tests.stores import Blocking, fresh_store
 from users_api.store import (
     PreconditionFailed,
     User,
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
-    UserStore,
 )
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UserStore]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Blocking]:
     with fresh_store(request.param, tmp_path) as store:
-        yield store
+        yield Blocking(store)
 
 
-def test_create_allocates_increasing_ids_and_version_1(backend: UserStore) -> None:
+def test_create_allocates_increasing_ids_and_version_1(backend: Blocking) -> None:
     first = backend.create(username="cosmo")
     second = backend.create(username="elaine")
     assert first.id >= 1
@@ -36,30 +35,30 @@ def test_create_allocates_increasing_ids_and_version_1(backend: UserStore) -> No
     assert first.created_at == first.updated_at
 
 
-def test_get_returns_what_create_returned(backend: UserStore) -> None:
+def test_get_returns_what_create_returned(backend: Blocking) -> None:
     user = backend.create(username="Cosmo")
     assert backend.get(user.id) == user
 
 
-def test_get_unknown_id_raises_user_not_found(backend: UserStore) -> None:
+def test_get_unknown_id_raises_user_not_found(backend: Blocking) -> None:
     with pytest.raises(UserNotFound):
         backend.get(1)
 
 
-def test_usernames_are_unique_ignoring_case(backend: UserStore) -> None:
+def test_usernames_are_unique_ignoring_case(backend: Blocking) -> None:
     backend.create(username="Cosmo")
     with pytest.raises(UsernameTaken):
         backend.create(username="cOSMO")
 
 
-def test_list_pages_by_id_after_a_cursor(backend: UserStore) -> None:
+def test_list_pages_by_id_after_a_cursor(backend: Blocking) -> None:
     users = [backend.create(username=f"user{n}") for n in range(5)]
     assert backend.list(after=0, limit=2) == users[:2]
     assert backend.list(after=users[1].id, limit=2) == users[2:4]
     assert backend.list(after=users[4].id, limit=2) == []
 
 
-def test_list_filters_by_username_ignoring_case(backend: UserStore) -> None:
+def test_list_filters_by_username_ignoring_case(backend: Blocking) -> None:
     backend.create(username="cosmo")
     elaine = backend.create(username="Elaine")
     assert backend.list(after=0, limit=10, username="ELAINE") == [elaine]
@@ -67,7 +66,7 @@ def test_list_filters_by_username_ignoring_case(backend: UserStore) -> None:
     assert backend.list(after=0, limit=10, username="newman") == []
 
 
-def test_update_changes_the_username_and_bumps_the_version(backend: UserStore) -> None:
+def test_update_changes_the_username_and_bumps_the_version(backend: Blocking) -> None:
     user = backend.create(username="cosmo")
     updated = backend.update(user.id, username="kramer")
     assert (updated.id, updated.username, updated.version) == (user.id, "kramer", 2)
@@ -76,13 +75,13 @@ def test_update_changes_the_username_and_bumps_the_version(backend: UserStore) -
     assert backend.get(user.id) == updated
 
 
-def test_update_frees_the_old_username(backend: UserStore) -> None:
+def test_update_frees_the_old_username(backend: Blocking) -> None:
     user = backend.create(username="cosmo")
     backend.update(user.id, username="kramer")
     backend.create(username="Cosmo")
 
 
-def test_update_to_a_taken_username_raises_and_changes_nothing(backend: UserStore) -> None:
+def test_update_to_a_taken_username_raises_and_changes_nothing(backend: Blocking) -> None:
     backend.create(username="cosmo")
     elaine = backend.create(username="elaine")
     with pytest.raises(UsernameTaken):
@@ -90,12 +89,12 @@ def test_update_to_a_taken_username_raises_and_changes_nothing(backend: UserStor
     assert backend.get(elaine.id) == elaine
 
 
-def test_update_unknown_id_raises_user_not_found(backend: UserStore) -> None:
+def test_update_unknown_id_raises_user_not_found(backend: Blocking) -> None:
     with pytest.raises(UserNotFound):
         backend.update(1, username="cosmo")
 
 
-def test_conditional_update_applies_only_to_an_expected_version(backend: UserStore) -> None:
+def test_conditional_update_applies_only_to_an_expected_version(backend: Blocking) -> None:
     user = backend.create(username="cosmo")
     with pytest.raises(PreconditionFailed):
         backend.update(user.id, username="kramer", expected_versions={2, 3})
@@ -103,7 +102,7 @@ def test_conditional_update_applies_only_to_an_expected_version(backend: UserSto
     assert backend.update(user.id, username="kramer", expected_versions={1}).version == 2
 
 
-def test_conditional_delete_applies_only_to_an_expected_version(backend: UserStore) -> None:
+def test_conditional_delete_applies_only_to_an_expected_version(backend: Blocking) -> None:
     user = backend.create(username="cosmo")
     with pytest.raises(PreconditionFailed):
         backend.delete(user.id, expected_versions=set())
@@ -112,19 +111,19 @@ def test_conditional_delete_applies_only_to_an_expected_version(backend: UserSto
         backend.get(user.id)
 
 
-def test_delete_unknown_id_raises_user_not_found(backend: UserStore) -> None:
+def test_delete_unknown_id_raises_user_not_found(backend: Blocking) -> None:
     with pytest.raises(UserNotFound):
         backend.delete(1)
 
 
-def test_ids_are_never_reused_after_a_delete(backend: UserStore) -> None:
+def test_ids_are_never_reused_after_a_delete(backend: Blocking) -> None:
     first = backend.create(username="cosmo")
     second = backend.create(username="elaine")
     backend.delete(second.id)
     assert backend.create(username="george").id > second.id > first.id
 
 
-def test_racing_creates_of_one_username_make_exactly_one_user(backend: UserStore) -> None:
+def test_racing_creates_of_one_username_make_exactly_one_user(backend: Blocking) -> None:
     def attempt(n: int) -> bool:
         try:
             backend.create(username="Cosmo" if n % 2 else "cosmo")
@@ -136,7 +135,7 @@ def test_racing_creates_of_one_username_make_exactly_one_user(backend: UserStore
         assert sum(pool.map(attempt, range(32))) == 1
 
 
-def test_racing_conditional_updates_lose_no_update(backend: UserStore) -> None:
+def test_racing_conditional_updates_lose_no_update(backend: Blocking) -> None:
     """Read-modify-write with a version check, retried on conflict: every success counts."""
     user = backend.create(username="n0")
 
@@ -163,7 +162,7 @@ def imported(user_id: int, username: str) -> User:
     return User(user_id, username, created, created.replace(year=2026), version=7)
 
 
-def test_add_all_keeps_ids_and_timestamps_and_starts_at_version_1(backend: UserStore) -> None:
+def test_add_all_keeps_ids_and_timestamps_and_starts_at_version_1(backend: Blocking) -> None:
     cosmo, elaine = imported(5, "cosmo"), imported(3, "elaine")
     assert backend.add_all(iter([cosmo, elaine])) == 2
     assert backend.list(after=0, limit=10) == [
@@ -172,7 +171,7 @@ def test_add_all_keeps_ids_and_timestamps_and_starts_at_version_1(backend: UserS
     ]
 
 
-def test_ids_added_are_never_handed_out_again(backend: UserStore) -> None:
+def test_ids_added_are_never_handed_out_again(backend: Blocking) -> None:
     backend.add_all([imported(1500, "cosmo")])
     assert backend.create(username="elaine").id > 1500
 
@@ -188,7 +187,7 @@ def test_ids_added_are_never_handed_out_again(backend: UserStore) -> None:
     ids=["id-in-store", "name-in-store", "id-twice", "name-twice"],
 )
 def test_add_all_with_a_clash_adds_none(
-    backend: UserStore, existing: str | None, added: list[User], error: type[Exception]
+    backend: Blocking, existing: str | None, added: list[User], error: type[Exception]
 ) -> None:
     before = [backend.create(username=existing)] if existing else []
     with pytest.raises(error):
@@ -196,7 +195,7 @@ def test_add_all_with_a_clash_adds_none(
     assert backend.list(after=0, limit=10) == before
 
 
-def test_add_all_adds_none_when_its_input_fails_midway(backend: UserStore) -> None:
+def test_add_all_adds_none_when_its_input_fails_midway(backend: Blocking) -> None:
     def users() -> Iterator[User]:
         yield from (imported(n, f"user{n}") for n in range(1, 2500))
         raise ValueError("line 2500 is bad")
@@ -206,5 +205,5 @@ def test_add_all_adds_none_when_its_input_fails_midway(backend: UserStore) -> No
     assert backend.list(after=0, limit=10) == []
 
 
-def test_a_reachable_store_passes_check(backend: UserStore) -> None:
+def test_a_reachable_store_passes_check(backend: Blocking) -> None:
     backend.check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -159,7 +160,7 @@ def test_post_taken_username_in_another_case_returns_409(client: TestClient) -> 
 def test_post_without_a_key_returns_401(client: TestClient, store: UserStore) -> None:
     response = client.post("/users", json={"username": "cosmo"})
     assert_problem(response, 401)
-    assert store.list(after=0, limit=10) == []
+    assert asyncio.run(store.list(after=0, limit=10)) == []
 
 
 def test_a_rotated_pair_of_keys_both_work(store: UserStore) -> None:
