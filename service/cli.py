@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--app",
         choices=APP_FLAVOURS,
-        help="Connexion's FlaskApp or its AsyncApp, over the same handlers (USERS_APP; flask)",
+        help="Connexion's AsyncApp or its FlaskApp, over the same handlers (USERS_APP; async)",
     )
     serve.add_argument(
         "--log-format",
