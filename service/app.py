@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         max_bytes=settings.max_body_bytes,
     )
     app.add_api(
-        _with_public_reads(spec) if settings.public_reads else spec,
+        _for_connexion(spec, public_reads=settings.public_reads),
         validate_responses=settings.validate_responses,
         swagger_ui_options=SwaggerUIOptions(serve_spec=False, swagger_ui_path=CONSOLE_PATH),
     )
@@ -138,18 +138,25 @@ EXPOSED_HEADERS = (
 """Response headers a browser script on an allowed origin may read."""
 
 
-def _with_public_reads(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec with the operations that need only `users:read` open to every client.
+def _for_connexion(spec: dict[str, Any], *, public_reads: bool) -> dict[str, Any]:
+    """The spec as Connexion is given it; the one served at /openapi.json stays as written.
 
-    The operator's choice (`--public-reads`); the spec served at /openapi.json stays as written.
-    A key sent anyway is still checked and named in the log; a request without one passes.
+    Path-level parameters are moved into each operation: Connexion appends them to the
+    operation's own list in place (`self._parameters += path_parameters`) each time one of its
+    middlewares builds the operation, so `user_id` was validated six times a request.
+
+    With `public_reads`, the operator's choice, the operations that need only `users:read`
+    are open to every client: a key sent anyway is still checked and named in the log.
     """
-    public = copy.deepcopy(spec)
-    for item in public["paths"].values():
+    document = copy.deepcopy(spec)
+    for item in document["paths"].values():
+        shared = item.pop("parameters", [])
         for method, operation in item.items():
-            if method in _METHODS and operation.get("x-scope") == READ:
-                operation["security"] = [*spec["security"], {}]
-    return public
+            if method in _METHODS:
+                operation["parameters"] = [*operation.get("parameters", []), *shared]
+                if public_reads and operation.get("x-scope") == READ:
+                    operation["security"] = [*spec["security"], {}]
+    return document
 
 
 def _scopes(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

@@ -123,7 +123,7 @@ def test_a_content_length_that_is_not_a_number_returns_400(put: Put) -> None:
 @pytest.mark.parametrize("user_id", ["0", "-1", str(2**63), str(2**64), "9" * 40])
 def test_an_integer_user_id_out_of_range_returns_400(client: TestClient, user_id: str) -> None:
     problem = assert_problem(client.get(f"/users/{user_id}", headers=AUTH), 400)
-    assert problem["errors"][0]["parameter"] == "user_id"
+    assert [error["parameter"] for error in problem["errors"]] == ["user_id"]  # once
 
 
 @pytest.mark.parametrize("user_id", ["abc", "1.5", "1e3"])
