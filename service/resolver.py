@@ -52,7 +52,7 @@ class ThreadLoops:
         self._local = threading.local()
         self._loops: list[asyncio.AbstractEventLoop] = []
         self._lock = threading.Lock()
-        self._close = weakref.finalize(self, _close_all, self._loops, self._lock)
+        weakref.finalize(self, _close_all, self._loops, self._lock)
 
     def run_to_end(self, function: Callable[..., Any]) -> Callable[..., Any]:
         """`function` as a plain function, run to its end on the calling thread's loop."""
@@ -64,11 +64,11 @@ class ThreadLoops:
         return run
 
     def close(self) -> None:
-        self._close()
+        _close_all(self._loops, self._lock)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        if loop is None:
+        if loop is None or loop.is_closed():
             loop = self._local.loop = asyncio.new_event_loop()
             with self._lock:
                 self._loops.append(loop)
@@ -76,10 +76,13 @@ class ThreadLoops:
 
 
 def _close_all(loops: list[asyncio.AbstractEventLoop], lock: threading.Lock) -> None:
+    """Close every loop but one still running a call (a request past the shutdown grace): that
+    one stays listed, for the next close."""
     with lock:
         for loop in loops:
-            loop.close()
-        loops.clear()
+            if not loop.is_running():
+                loop.close()
+        loops[:] = [loop for loop in loops if not loop.is_closed()]
 
 
 def _bind(handler: Callable[..., Any], store: UserStore) -> Callable[..., Any]:

@@ -55,7 +55,7 @@ class StoreUnavailable(StoreError):
 
 
 class UserStore(Protocol):
-    """Users by id, awaited on the server's event loop. `expected_versions`, when given, makes a
+    """Users by id, awaited by the handlers. `expected_versions`, when given, makes a
     write conditional: it happens only if the user's current version is among them (else
     `PreconditionFailed`), checked and written atomically."""
 

@@ -8,6 +8,7 @@ lower(username) settles races between processes, and a conditional write is one
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
@@ -79,19 +80,26 @@ users = Table(
 
 P = ParamSpec("P")
 R = TypeVar("R")
+THREADS = 40
+"""The store's threads, as many as Starlette's thread pool had for the sync handlers before."""
 
 
 def _in_its_threads(
     method: Callable[Concatenate[SQLStore, P], R],
 ) -> Callable[Concatenate[SQLStore, P], Coroutine[Any, Any, R]]:
-    """The method, to be awaited: it runs in the store's own threads, so that the event loop
-    never waits on the database. (SQLAlchemy's asyncio engines are the other way: issue 12
-    weighs them.)"""
+    """The method, to be awaited: it runs in the store's own threads, with the caller's
+    context (its request id), so that the event loop never waits on the database. (SQLAlchemy's
+    asyncio engines are the other way: issue 12 weighs them.)"""
 
     async def in_thread(self: SQLStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        call = functools.partial(method, self, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        call = functools.partial(contextvars.copy_context().run, method, self, *args, **kwargs)
+        try:
+            running = asyncio.get_running_loop().run_in_executor(self._threads, call)
+        except RuntimeError as error:  # the executor takes no work once the store is closed
+            raise StoreUnavailable(str(error)) from error
+        return await running
 
+    functools.update_wrapper(in_thread, method)
     return in_thread
 
 
@@ -108,8 +116,10 @@ class SQLStore:
         sqlite_busy_timeout_ms: int = 5000,
     ) -> None:
         self.engine = _engine(url, pool_size, sqlite_synchronous, sqlite_busy_timeout_ms)
-        self._threads = ThreadPoolExecutor(pool_size, thread_name_prefix="users-store")
-        """One per pooled connection: a call that finds all busy waits as it would for one."""
+        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="users-store")
+        """More than the pool's connections, so that a call waits for a connection inside the
+        pool's own timeout (then 503), and a read is not queued behind writers waiting for
+        SQLite's write lock."""
         self._migrated = False
         self._migrating = threading.Lock()
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
@@ -208,7 +218,9 @@ class SQLStore:
         return revision
 
     async def close(self) -> None:
-        self._threads.shutdown(wait=True)
+        """Calls not yet started are dropped, later ones are refused with `StoreUnavailable`; the
+        loop never waits for the database here."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
     @contextmanager

@@ -19,7 +19,7 @@ from tests.conftest import AUTH, assert_problem
 from tests.stores import fresh_store_url, postgres_schema
 from users_api.app import create_app
 from users_api.settings import Settings
-from users_api.store import StoreUnavailable
+from users_api.store import StoreUnavailable, User
 from users_api.store.sql import SQLStore
 
 
@@ -63,6 +63,32 @@ def test_writers_queued_behind_a_busy_database_each_give_up_in_bounded_time(
         outcomes = list(pool.map(lambda name: _create(store, name), ["a1", "b2", "c3"]))
     assert outcomes == ["database is locked"] * 3
     assert time.monotonic() - started < 3 * 0.6
+
+
+@pytest.mark.usefixtures("write_lock")
+def test_a_read_is_not_queued_behind_writers_waiting_for_the_write_lock(sqlite_url: str) -> None:
+    """More writers wait than the pool has connections; a read still answers at once."""
+    store = SQLStore(sqlite_url, pool_size=2, sqlite_busy_timeout_ms=500)
+
+    async def writers_then_a_read() -> tuple[list[BaseException | User], float]:
+        writes = [asyncio.ensure_future(store.create(username=f"w{n}")) for n in range(6)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await store.list(after=0, limit=10)
+        read = time.monotonic() - started
+        return await asyncio.gather(*writes, return_exceptions=True), read
+
+    outcomes, read = asyncio.run(writers_then_a_read())
+    assert all(isinstance(outcome, StoreUnavailable) for outcome in outcomes)
+    assert read < 0.25
+    asyncio.run(store.close())
+
+
+def test_a_closed_store_refuses_calls_as_unavailable(sqlite_url: str) -> None:
+    store = SQLStore(sqlite_url)
+    asyncio.run(store.close())
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(store.get(1))
 
 
 def _create(store: SQLStore, username: str) -> str:
