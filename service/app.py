@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.resources import files
 from typing import Any
@@ -165,20 +165,22 @@ def _scopes(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """The scope each operationId needs: its `x-scope`."""
     return {
         operation["operationId"]: operation["x-scope"]
-        for item in paths.values()
-        for method, operation in item.items()
-        if method in _METHODS and "x-scope" in operation
+        for _, operation in _operations(paths)
+        if "x-scope" in operation
     }
 
 
 def _templates(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Each operationId's path template, for the access log."""
-    return {
-        operation["operationId"]: template
-        for template, item in paths.items()
-        for method, operation in item.items()
-        if method in _METHODS
-    }
+    return {operation["operationId"]: template for template, operation in _operations(paths)}
+
+
+def _operations(paths: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each operation of the spec, with its path template."""
+    for template, item in paths.items():
+        for method, operation in item.items():
+            if method in _METHODS:
+                yield template, operation
 
 
 def _allowed_methods(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str], list[str]]:
