@@ -4,8 +4,10 @@ Its app classes: for every request, stock Connexion 3.3 builds the operation's c
 decorator object, a URI parser, and parameter and response decorators that read the handler's
 signature with `inspect` (connexion#2045). An operation is fixed for the app's life, so these
 build the chain on the operation's first request, when Connexion's operation context is there,
-and keep it. Connexion has no setting for its operation class, so each app class is subclassed
-down to it: app, then its ASGI app, then its API, then its operation.
+and keep it; the handler's arguments are bound by `HandlerArguments`, which is built, and
+checks the handler against its operation, when the API is added. Connexion has no setting for
+its operation class, so each app class is subclassed down to it: app, then its ASGI app, then
+its API, then its operation.
 
 Its Swagger UI middleware: it ran every request through the console's router first.
 """
@@ -21,20 +23,25 @@ from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
 from connexion.apps.flask import FlaskApi, FlaskASGIApp, FlaskOperation
 from connexion.decorators import FlaskDecorator, StarletteDecorator
 from connexion.decorators.main import BaseDecorator
+from connexion.lifecycle import ConnexionRequest, WSGIRequest
 from connexion.middleware import ConnexionMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.uri_parsing import AbstractURIParser
 from starlette.types import Receive, Scope, Send
 from werkzeug.exceptions import HTTPException
 
+from users_api.arguments import HandlerArguments
+
 CONSOLE_PATH = "/ui"
 
 
 class _ChainBuiltOnce(BaseDecorator):
-    """A decorator of one operation's handler that builds its inner chain once."""
+    """A decorator of one operation's handler that builds its chain once, binding the
+    handler's arguments with `HandlerArguments` where Connexion's parameter decorator was."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, arguments: HandlerArguments, **options: Any) -> None:
         super().__init__(**options)
+        self.handler_arguments = arguments
         self._chain: Callable[..., Any] | None = None
 
     @functools.cached_property
@@ -42,48 +49,79 @@ class _ChainBuiltOnce(BaseDecorator):
         return super().uri_parser  # type: ignore[no-any-return]
 
     def decorate(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        """Always the operation's handler, so the first chain serves every request."""
+        """`BaseDecorator.decorate`'s chain, for the operation's handler, built on its first
+        request (when Connexion's operation context is there) and kept."""
         if self._chain is None:
-            self._chain = super().decorate(function)
+            called = self._call_with_arguments(self._sync_async_decorator(function))
+            responses = self._response_decorator_cls(
+                framework=self.framework, jsonifier=self.jsonifier
+            )
+            self._chain = responses(called)
         return self._chain
+
+    def _call_with_arguments(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError
 
 
 class _FlaskDecorator(_ChainBuiltOnce, FlaskDecorator):
-    pass
+    def _call_with_arguments(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        arguments = self.handler_arguments
+
+        def call(request: WSGIRequest) -> Any:
+            return function(**arguments.of(request, request.json() if arguments.body else None))
+
+        return call
 
 
 class _StarletteDecorator(_ChainBuiltOnce, StarletteDecorator):
-    pass
+    def _call_with_arguments(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        arguments = self.handler_arguments
+
+        async def call(request: ConnexionRequest) -> Any:
+            body = await request.json() if arguments.body else None
+            return await function(**arguments.of(request, body))
+
+        return call
 
 
 class _FlaskOperation(FlaskOperation):
+    arguments: HandlerArguments
+
     @functools.cached_property
     def fn(self) -> Callable[..., Any]:
-        decorator = _FlaskDecorator(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
+        decorator = _FlaskDecorator(
+            self.arguments, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
         return decorator(self._fn)
 
 
 class _AsyncOperation(AsyncOperation):
+    arguments: HandlerArguments
+
     @functools.cached_property
     def fn(self) -> Callable[..., Any]:
         decorator = _StarletteDecorator(
-            pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+            self.arguments, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
         )
         return decorator(self._fn)
 
 
 class _FlaskApi(FlaskApi):
     def make_operation(self, operation: Any) -> _FlaskOperation:
-        return _FlaskOperation.from_operation(  # type: ignore[return-value]
+        made: _FlaskOperation = _FlaskOperation.from_operation(  # type: ignore[assignment]
             operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
         )
+        made.arguments = HandlerArguments(operation, operation.function)
+        return made
 
 
 class _AsyncApi(AsyncApi):
     def make_operation(self, operation: Any) -> _AsyncOperation:
-        return _AsyncOperation.from_operation(  # type: ignore[return-value]
+        made: _AsyncOperation = _AsyncOperation.from_operation(  # type: ignore[assignment]
             operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
         )
+        made.arguments = HandlerArguments(operation, operation.function)
+        return made
 
 
 class _FlaskASGIApp(FlaskASGIApp):

@@ -1,4 +1,4 @@
-"""Binds each operation's handler to the app's store and to the headers it reads."""
+"""Binds each operation's handler to the app's store, and runs it where the app class calls it."""
 
 from __future__ import annotations
 
@@ -8,21 +8,16 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from connexion import request
-from connexion.lifecycle import ConnexionRequest
 from connexion.resolver import Resolver
 
 from users_api.store import UserStore
 
 
 class StoreResolver(Resolver):
-    """Resolves operationIds as Connexion does, then binds the handler to one store.
-
-    Connexion passes a handler its path, query and body parameters. Its keyword-only
-    arguments get the rest: `store`, and each other one the request header of that name
-    (`if_match` gets `If-Match`), which the spec declares and Connexion has validated.
+    """Resolves operationIds as Connexion does, then gives the handler's `store` argument one
+    store (its other arguments are the request's: see `HandlerArguments`).
 
     The handlers are coroutines. `AsyncApp` awaits them on its event loop. `FlaskApp` calls
     them from its WSGI threads, where Connexion would run each in a new event loop on a new
@@ -86,19 +81,6 @@ def _close_all(loops: list[asyncio.AbstractEventLoop], lock: threading.Lock) -> 
 
 
 def _bind(handler: Callable[..., Any], store: UserStore) -> Callable[..., Any]:
-    parameters = inspect.signature(handler).parameters
-    stores = {"store": store} if "store" in parameters else {}
-    headers = {
-        name: name.replace("_", "-")
-        for name, parameter in parameters.items()
-        if parameter.kind is parameter.KEYWORD_ONLY and name != "store"
-    }
-
-    @functools.wraps(handler)  # Connexion reads the handler's own signature through this
-    async def bound(**arguments: Any) -> Any:
-        received = cast(ConnexionRequest, request).headers
-        for name, header in headers.items():
-            arguments[name] = received.get(header)
-        return await handler(**arguments, **stores)
-
-    return bound
+    if "store" not in inspect.signature(handler).parameters:
+        return handler
+    return functools.partial(handler, store=store)

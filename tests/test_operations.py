@@ -14,8 +14,10 @@ from starlette.testclient import TestClient
 
 from tests.conftest import API_KEY, AUTH, assert_problem
 from users_api.app import create_app
-from users_api.settings import Settings
-from users_api.store import User
+from users_api.arguments import HandlerMismatch
+from users_api.handlers import users as users_handlers
+from users_api.settings import APP_FLAVOURS, Settings
+from users_api.store import User, UserStore
 from users_api.store.memory import MemoryStore
 
 
@@ -275,3 +277,39 @@ def test_only_auth_failures_among_4xx_log_at_warning(
         if record.name == "users.access"
     }
     assert levels == {"GET /users/{user_id} 404": "INFO", "POST /users 401": "WARNING"}
+
+
+# Handlers and their operations
+
+
+async def update_user_misspelling_a_header(
+    user_id: int, body: dict[str, str], *, store: UserStore, if_mach: str | None = None
+) -> Any:
+    raise AssertionError("never called")
+
+
+async def update_user_ignoring_if_match(
+    user_id: int, body: dict[str, str], *, store: UserStore
+) -> Any:
+    raise AssertionError("never called")
+
+
+@pytest.mark.parametrize("app_flavour", APP_FLAVOURS)
+@pytest.mark.parametrize(
+    ("handler", "taken"),
+    [
+        (update_user_misspelling_a_header, "['body', 'if_mach', 'user_id']"),
+        (update_user_ignoring_if_match, "['body', 'user_id']"),
+    ],
+)
+def test_a_handler_that_disagrees_with_its_operation_stops_the_app_at_start(
+    monkeypatch: pytest.MonkeyPatch, app_flavour: str, handler: Any, taken: str
+) -> None:
+    monkeypatch.setattr(users_handlers, "update_user", handler)
+    app = create_app(Settings(api_keys=(API_KEY,), app=app_flavour), store=MemoryStore())
+    with pytest.raises(HandlerMismatch) as refused, app.test_client():
+        pass  # Connexion builds its operations as the app starts
+    assert str(refused.value) == (
+        f"users_api.handlers.users.update_user: the handler takes {taken}, "
+        "the operation declares ['body', 'if_match', 'user_id']"
+    )
