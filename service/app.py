@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from asgi_correlation_id import CorrelationIdMiddleware
 from connexion import AbstractApp
+from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     app.add_api(
         _for_connexion(spec, public_reads=settings.public_reads),
         validate_responses=settings.validate_responses,
+        jsonifier=Jsonifier(),  # compact JSON; FlaskApp's own would indent it
         swagger_ui_options=SwaggerUIOptions(serve_spec=False, swagger_ui_path=CONSOLE_PATH),
     )
     install_error_handlers(

@@ -54,16 +54,20 @@ class HandlerArguments:
     def of(self, request: Any, body: Any) -> dict[str, Any]:
         """The handler's arguments for `request`, whose JSON body is `body`."""
         arguments = dict(self.defaults)
-        path = request.path_params
-        for name, (argument, parameter) in self.path.items():
-            arguments[argument] = coerce_type(parameter, path[name], "path", name)
-        query = request.query_params
-        for name, (argument, parameter) in self.query.items():
-            if name in query:
-                arguments[argument] = coerce_type(parameter, query[name], "query", name)
-        headers = request.headers
-        for argument, name in self.headers.items():
-            arguments[argument] = headers.get(name)
+        # Each of the request's tables is parsed on first use: only what the operation declares.
+        if self.path:
+            path = request.path_params
+            for name, (argument, parameter) in self.path.items():
+                arguments[argument] = coerce_type(parameter, path[name], "path", name)
+        if self.query:
+            query = request.query_params
+            for name, (argument, parameter) in self.query.items():
+                if name in query:
+                    arguments[argument] = coerce_type(parameter, query[name], "query", name)
+        if self.headers:
+            headers = request.headers
+            for argument, name in self.headers.items():
+                arguments[argument] = headers.get(name)
         if self.body is not None:
             arguments[self.body] = body
         return arguments
