@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from users_api.store import User
+
+ISSUED = re.compile(r"[1-9][0-9]{0,9}")
+"""The digits of a tag this server issues: a version, in ASCII, without leading zeros."""
+MAX_VERSION = 2**31 - 1
+"""The stores' version column is a 32-bit integer."""
 
 
 def etag(user: User) -> str:
@@ -12,15 +19,16 @@ def etag(user: User) -> str:
 def versions_in(header: str | None) -> frozenset[int] | None:
     """The versions a conditional header names; None when there is no condition (absent or `*`).
 
-    Weak tags (`W/"1"`) and tags this server never issued name no version.
+    The spec's pattern has made the header a list of entity tags. Weak tags (`W/"1"`) and tags
+    this server never issued (`"x"`, `"01"`, a version beyond any a user can reach) name none.
     """
     if header is None or header.strip() == "*":
         return None
     versions = set()
     for tag in header.split(","):
-        tag = tag.strip()
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
-            versions.add(int(tag[1:-1]))
+        digits = tag.strip().removeprefix('"').removesuffix('"')
+        if ISSUED.fullmatch(digits) and int(digits) <= MAX_VERSION:
+            versions.add(int(digits))
     return frozenset(versions)
 
 

@@ -21,7 +21,7 @@ from starlette.routing import compile_path
 
 from users_api.auth import READ, security_map
 from users_api.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
-from users_api.framing import BodilessResponses, RequestBodyGuard
+from users_api.framing import BodilessResponses, RequestFraming
 from users_api.headers import ResponseHeaders
 from users_api.metrics import Metrics
 from users_api.problems import install_error_handlers
@@ -31,7 +31,7 @@ from users_api.served_spec import ServeSpecAsWritten
 from users_api.settings import Settings
 from users_api.store import UserStore
 from users_api.telemetry import RequestTelemetry
-from users_api.validation import VALIDATOR_MAP
+from users_api.validation import VALIDATOR_MAP, StrictURIParser
 
 SPEC = files("users_api").joinpath("openapi", "users.yaml")
 """The contract, shipped inside the package (the repo's `openapi/users.yaml`)."""
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
             allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
             expose_headers=[*EXPOSED_HEADERS],
         )
+    app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         RequestTelemetry,
         position=MiddlewarePosition.BEFORE_EXCEPTION,
@@ -95,7 +96,6 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         templates=_templates(spec["paths"]),
         metrics_networks=settings.metrics_networks,
     )
-    app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(BodilessResponses, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         ServeSpecAsWritten, position=MiddlewarePosition.BEFORE_CONTEXT, text=text, document=spec
@@ -109,13 +109,15 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         limiter=limiter,
     )
     app.add_middleware(
-        RequestBodyGuard,
+        RequestFraming,
         position=MiddlewarePosition.BEFORE_ROUTING,
         max_bytes=settings.max_body_bytes,
     )
     app.add_api(
         _for_connexion(spec, public_reads=settings.public_reads),
         validate_responses=settings.validate_responses,
+        strict_validation=True,  # a query parameter the operation does not declare is a 400
+        uri_parser_class=StrictURIParser,  # type: ignore[arg-type]  # a class, as documented
         jsonifier=Jsonifier(),  # compact JSON; FlaskApp's own would indent it
         swagger_ui_options=SwaggerUIOptions(serve_spec=False, swagger_ui_path=CONSOLE_PATH),
     )

@@ -68,7 +68,9 @@ class _FlaskDecorator(_ChainBuiltOnce, FlaskDecorator):
         arguments = self.handler_arguments
 
         def call(request: WSGIRequest) -> Any:
-            return function(**arguments.of(request, request.json() if arguments.body else None))
+            # As `AsyncApp` does: the body Connexion validated as JSON, whatever the media type.
+            body = request.get_json(force=True) if arguments.body else None
+            return function(**arguments.of(request, body))
 
         return call
 

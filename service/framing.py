@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import re
+
 from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from users_api.connexion_apps import CONSOLE_PATH
 from users_api.problems import invalid
 
+MAX_TARGET_BYTES = 4096
+"""The longest request target (path and query) answered: longer gets 414. It also keeps every
+integer in a path below the 4,300 digits past which Python refuses to convert one (a 500 in
+the router, before any validation)."""
 
-class RequestBodyGuard:
-    """Refuses a body larger than `max_bytes` with 413 (by Content-Length, and by counting the
-    bytes of a chunked one) and a body without a Content-Type with 415, then passes the body
-    on with an exact Content-Length: Connexion validates a body only when one is declared.
+CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+
+
+class RequestFraming:
+    """Refuses a request target longer than `MAX_TARGET_BYTES` with 414, a body larger than
+    `max_bytes` with 413 (by Content-Length, and by counting the bytes of a chunked one) and a
+    body without a Content-Type with 415, then passes the body on with an exact
+    Content-Length: Connexion validates a body only when one is declared. A second
+    Content-Type is a 400; a path with an empty segment (`//users/1`, `/users/1/`), outside
+    the console's own, is a 404.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -23,9 +36,26 @@ class RequestBodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("raw_path") or scope["path"].encode()
+        if len(path) + len(scope["query_string"]) > MAX_TARGET_BYTES:
+            raise ProblemException(
+                status=414,
+                title="URI Too Long",
+                detail=f"The request target is longer than {MAX_TARGET_BYTES} bytes.",
+            )
+        if "//" in scope["path"] or (
+            scope["path"].endswith("/") and scope["path"] != "/" and not _console(scope["path"])
+        ):
+            # Not the path without the extra slash: the routers would redirect there, to
+            # whichever host the client's `Host` header names.
+            raise ProblemException(
+                status=404,
+                title="Not Found",
+                detail="No resource has a path with an empty segment.",
+            )
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
-        if declared is not None and not declared.isdigit():
+        if declared is not None and not CONTENT_LENGTH.fullmatch(declared):
             raise invalid("Content-Length is not a number.", [])
         if declared is not None and int(declared) > self.max_bytes:
             raise self._too_large()
@@ -42,6 +72,9 @@ class RequestBodyGuard:
                 raise self._too_large()
         if body and "content-type" not in headers:
             raise UnsupportedMediaTypeProblem("A request body needs a Content-Type.")
+        if len(headers.getlist("content-type")) > 1:
+            # Connexion's validator would read the first, Flask both joined: never the same body.
+            raise invalid("A request may have one Content-Type.", [])
 
         framed = [
             (k, v)
@@ -66,6 +99,10 @@ class RequestBodyGuard:
             title="Content Too Large",
             detail=f"The request body is larger than {self.max_bytes} bytes.",
         )
+
+
+def _console(path: str) -> bool:
+    return path.startswith(CONSOLE_PATH + "/")
 
 
 class BodilessResponses:

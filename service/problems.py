@@ -49,15 +49,7 @@ def problem(
     errors: Sequence[Mapping[str, str]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> ConnexionResponse:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": f"urn:request:{correlation_id.get()}",
-    }
-    if errors:
-        body["errors"] = list(errors)
+    body = problem_body(status, detail, errors)
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
@@ -68,6 +60,22 @@ def problem(
         body=json.dumps(body),
         headers=headers,
     )
+
+
+def problem_body(
+    status: int, detail: str, errors: Sequence[Mapping[str, str]] | None = None
+) -> dict[str, Any]:
+    """The problem's JSON: `instance` names the request by its id."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": f"urn:request:{correlation_id.get()}",
+    }
+    if errors:
+        body["errors"] = list(errors)
+    return body
 
 
 def install_error_handlers(

@@ -1,5 +1,5 @@
 """One access log line and one set of metrics per request; /metrics itself is served here, to
-the operator's networks only."""
+the operator's networks only, and for GET only."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import time
 from collections.abc import Mapping, Sequence
 
 from connexion.middleware.abstract import ROUTING_CONTEXT
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from users_api.metrics import Metrics
+from users_api.problems import problem_body
 
 logger = logging.getLogger("users.access")
 
@@ -46,7 +48,8 @@ class RequestTelemetry:
             await self.app(scope, receive, send)
             return
         if scope["path"] == "/metrics" and self._may_scrape(scope):
-            await self.metrics.endpoint(scope, receive, send)
+            scrape = self.metrics.endpoint if scope["method"] == "GET" else _only_get
+            await scrape(scope, receive, send)
             return
         started = time.perf_counter()
         status, sent_bytes = 500, 0
@@ -104,6 +107,16 @@ class RequestTelemetry:
         except ValueError:
             return False
         return address is not None and any(address in net for net in self.metrics_networks)
+
+
+async def _only_get(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(
+        problem_body(405, "/metrics answers GET only."),
+        status_code=405,
+        headers={"Allow": "GET"},
+        media_type="application/problem+json",
+    )
+    await response(scope, receive, send)
 
 
 def _level(status: int) -> int:

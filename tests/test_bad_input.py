@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from httpx import Response
 from starlette.testclient import TestClient
 
 from tests.conftest import AUTH, assert_problem
-from users_api.store import UserStore
+from users_api.store import User, UserStore
 
 JSON = {"Content-Type": "application/json"}
 Put = Callable[..., Response]
@@ -120,7 +121,7 @@ def test_a_content_length_that_is_not_a_number_returns_400(put: Put) -> None:
     assert_problem(put(b"{}", headers=JSON | {"Content-Length": "abc"}), 400)
 
 
-@pytest.mark.parametrize("user_id", ["0", "-1", str(2**63), str(2**64), "9" * 40])
+@pytest.mark.parametrize("user_id", ["0", "-1", str(2**53), str(2**63), "9" * 40, "9" * 4000])
 def test_an_integer_user_id_out_of_range_returns_400(client: TestClient, user_id: str) -> None:
     problem = assert_problem(client.get(f"/users/{user_id}", headers=AUTH), 400)
     assert [error["parameter"] for error in problem["errors"]] == ["user_id"]  # once
@@ -133,5 +134,170 @@ def test_a_user_id_that_is_not_an_integer_matches_no_path_and_returns_404(
     assert_problem(client.get(f"/users/{user_id}", headers=AUTH), 404)
 
 
-def test_the_largest_int64_user_id_is_valid_and_not_found(client: TestClient) -> None:
-    assert_problem(client.get(f"/users/{2**63 - 1}", headers=AUTH), 404)
+def test_the_largest_id_a_javascript_number_holds_is_valid_and_not_found(
+    client: TestClient,
+) -> None:
+    assert_problem(client.get(f"/users/{2**53 - 1}", headers=AUTH), 404)
+
+
+# Numbers too long for Python, and integers as only ASCII digits spell them
+
+
+@pytest.mark.parametrize("path", ["/users/" + "9" * 5000, "/users?limit=" + "9" * 5000])
+def test_a_request_target_over_4096_bytes_returns_414(client: TestClient, path: str) -> None:
+    assert_problem(client.get(path, headers=AUTH), 414)
+
+
+@pytest.mark.parametrize("digits", [1001, 4299, 4301, 10_000])
+def test_a_body_number_of_more_than_1000_digits_returns_400(put: Put, digits: int) -> None:
+    body = b'{"username": "kramer", "n": ' + b"9" * digits + b"}"
+    problem = assert_problem(put(body), 400)
+    assert problem["detail"] == "The request body holds a number of more than 1000 digits."
+
+
+@pytest.mark.parametrize("depth", [500, 900, 950, 980, 990, 1000, 5000])
+def test_deep_nesting_with_an_escape_returns_400_at_every_depth(put: Put, depth: int) -> None:
+    body = b'{"username": "kramer", "x": ' + b"[" * depth + b'"\\u00e9"' + b"]" * depth + b"}"
+    assert_problem(put(body), 400)
+
+
+@pytest.mark.parametrize(
+    "limit", [" 5", "5 ", "+5", "5_0", "0x5", "\u0665", "\uff15", "5.0", "1" * 1001, "1" * 4000]
+)
+def test_a_limit_that_is_not_ascii_digits_returns_400_naming_it(
+    client: TestClient, limit: str
+) -> None:
+    problem = assert_problem(client.get("/users", params={"limit": limit}, headers=AUTH), 400)
+    assert [error["parameter"] for error in problem["errors"]] == ["limit"]
+
+
+@pytest.mark.parametrize("query", ["usernme=kramer", "limit[]=5", "Limit=5", "cursor=0&page=2"])
+def test_a_query_parameter_the_operation_does_not_declare_returns_400_naming_it(
+    client: TestClient, query: str
+) -> None:
+    problem = assert_problem(client.get(f"/users?{query}", headers=AUTH), 400)
+    declared = {"limit", "cursor", "username"}
+    named = [error["parameter"] for error in problem["errors"]]
+    assert named and not declared & set(named)
+
+
+def test_every_cursor_the_service_hands_out_it_accepts(
+    client: TestClient, store: UserStore
+) -> None:
+    asyncio.run(store.add_all([_imported(2**53 - 2), _imported(2**53 - 1)]))
+    first = client.get("/users", params={"limit": 1}, headers=AUTH).json()
+    second = client.get("/users", params={"limit": 1, "cursor": first["next_cursor"]}, headers=AUTH)
+    assert second.status_code == 200, second.text
+    assert [user["id"] for user in second.json()["items"]] == [2**53 - 1]
+
+
+# Conditional headers: a list of entity tags, or a 400
+
+
+@pytest.mark.parametrize(
+    "tag", ['"9223372036854775808"', '"2147483648"', '"99999999999"', '"01"', '"x"', 'W/"1"']
+)
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_an_if_match_naming_no_version_ever_issued_returns_412(
+    client: TestClient, store: UserStore, tag: str, method: str
+) -> None:
+    user = asyncio.run(store.create(username="cosmo"))
+    response = client.request(
+        method,
+        f"/users/{user.id}",
+        json={"username": "kramer"} if method == "PUT" else None,
+        headers=AUTH | {"If-Match": tag},
+    )
+    assert_problem(response, 412)
+    assert asyncio.run(store.get(user.id)) == user
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "garbage",
+        '"1',
+        "1",
+        "W/1",
+        '"1" "2"',
+        '*, "1"',
+        '"a"b"',
+        'W/ "1"',
+        "",
+        '"\u00b2"',
+        '"\u0665"',
+    ],
+)
+@pytest.mark.parametrize("header", ["If-Match", "If-None-Match"])
+def test_a_conditional_header_that_is_not_a_list_of_entity_tags_returns_400_naming_it(
+    client: TestClient, store: UserStore, header: str, value: str
+) -> None:
+    user = asyncio.run(store.create(username="cosmo"))
+    method = "PUT" if header == "If-Match" else "GET"
+    response = client.request(
+        method,
+        f"/users/{user.id}",
+        json={"username": "kramer"} if method == "PUT" else None,
+        headers=AUTH | {header: value.encode()},  # UTF-8, as a client might send it
+    )
+    problem = assert_problem(response, 400)
+    assert [error["parameter"] for error in problem["errors"]] == [header]
+    assert asyncio.run(store.get(user.id)) == user
+
+
+@pytest.mark.parametrize("value", ['"1"', ' "1" ', '"9", "1"', 'W/"1", "1"', '"1",,'])
+def test_a_well_formed_if_match_naming_the_current_version_passes(
+    client: TestClient, store: UserStore, value: str
+) -> None:
+    user = asyncio.run(store.create(username="cosmo"))
+    response = client.put(
+        f"/users/{user.id}", json={"username": "kramer"}, headers=AUTH | {"If-Match": value}
+    )
+    assert response.status_code == 200, response.text
+
+
+# Framing
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; Charset=UTF-8"])
+def test_a_media_type_in_capitals_is_json(
+    client: TestClient, store: UserStore, content_type: str
+) -> None:
+    user = asyncio.run(store.create(username="cosmo"))
+    response = client.put(
+        f"/users/{user.id}",
+        content=b'{"username": "kramer"}',
+        headers=AUTH | {"Content-Type": content_type},
+    )
+    assert response.status_code == 200, response.text
+    assert asyncio.run(store.get(user.id)).username == "kramer"
+
+
+def test_two_content_types_return_400(client: TestClient, store: UserStore) -> None:
+    user = asyncio.run(store.create(username="cosmo"))
+    headers = [("Content-Type", "application/json")] * 2 + list(AUTH.items())
+    response = client.put(f"/users/{user.id}", content=b'{"username": "kramer"}', headers=headers)
+    assert_problem(response, 400)
+    assert asyncio.run(store.get(user.id)) == user
+
+
+@pytest.mark.parametrize("path", ["/users/1/", "/users//1", "//users/1", "/users/", "//healthz"])
+def test_a_path_with_an_empty_segment_returns_404_not_a_redirect(
+    client: TestClient, store: UserStore, path: str
+) -> None:
+    asyncio.run(store.create(username="cosmo"))
+    response = client.get(f"http://testserver{path}", headers=AUTH, follow_redirects=False)
+    assert_problem(response, 404)
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_metrics_answer_only_get(client: TestClient, method: str) -> None:
+    response = client.request(method, "/metrics")
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "GET"
+
+
+def _imported(user_id: int) -> User:
+    now = datetime.now(UTC)
+    return User(id=user_id, username=f"u{user_id}", created_at=now, updated_at=now, version=1)

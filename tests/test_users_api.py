@@ -244,7 +244,7 @@ def test_list_last_full_page_has_no_next_cursor(client: TestClient) -> None:
 
 def test_list_cursor_past_the_end_returns_an_empty_page(client: TestClient) -> None:
     create(client, "cosmo")
-    page = client.get("/users", params={"cursor": "999999999999999999"}, headers=AUTH).json()
+    page = client.get("/users", params={"cursor": "9007199254740991"}, headers=AUTH).json()
     assert page == {"items": [], "next_cursor": None}
 
 
