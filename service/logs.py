@@ -5,6 +5,7 @@ Every line logged while a request is answered carries its request id.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -42,7 +43,8 @@ def log_config(log_format: str) -> dict[str, Any]:
                 "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
             },
             "text": {
-                "format": "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: %(message)s",
+                "()": "users_api.logs.TextFormatter",
+                "fmt": "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: %(message)s",
             },
         },
         "handlers": {
@@ -61,3 +63,15 @@ def log_config(log_format: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": False},
         },
     }
+
+
+class TextFormatter(logging.Formatter):
+    """Lines for a terminal, where a request's path, which may hold any character, can neither
+    end a line (and forge the next) nor send the terminal an escape: control characters are
+    written as `\\x..`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPED)
+
+
+_ESCAPED = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}

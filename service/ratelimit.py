@@ -11,11 +11,12 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from connexion.exceptions import ProblemException
+from connexion.exceptions import OAuthProblem, ProblemException
+from connexion.security import BearerSecurityHandler
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
-from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class RateLimits:
         if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
             client = scope["client"][0] if scope.get("client") else "unknown"
             await self._hit(self.requests, "address", client)
-            key = _bearer_key(Headers(scope=scope).get("authorization", ""))
+            key = _bearer_key(Request(scope))
             if key and scope["method"] in WRITES:
                 await self._hit(self.writes, "key", key)
         await self.app(scope, receive, send)
@@ -101,9 +102,13 @@ class RateLimits:
 _WHO = {"address": "client address", "key": "API key"}
 
 
-def _bearer_key(authorization: str) -> str:
-    """A digest of the request's bearer key: limits are kept by key, but keys are never stored."""
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+def _bearer_key(request: Request) -> str:
+    """A digest of the request's bearer key, read as the key check reads it (Connexion's parse):
+    limits are kept by key, but keys are never stored."""
+    try:
+        scheme, key = BearerSecurityHandler.get_auth_header_value(request)
+    except OAuthProblem:  # the key check answers it 401
         return ""
-    return hashlib.sha256(key.strip().encode()).hexdigest()[:32]
+    if scheme != "bearer":
+        return ""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -102,10 +102,17 @@ def _user(record: dict[str, Any]) -> User:
     return User(
         id=record["id"],
         username=record["username"],
-        created_at=datetime.fromisoformat(record["created_at"]).astimezone(UTC),
-        updated_at=datetime.fromisoformat(record["updated_at"]).astimezone(UTC),
+        created_at=_in_utc(record, "created_at"),
+        updated_at=_in_utc(record, "updated_at"),
         version=1,
     )
+
+
+def _in_utc(record: dict[str, Any], field: str) -> datetime:
+    try:
+        return datetime.fromisoformat(record[field]).astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise ValueError(f"/{field}: {record[field]!r} is outside years 1 to 9999 in UTC") from None
 
 
 def _where_taken(path: Path, error: UserIdTaken | UsernameTaken) -> str:

@@ -103,6 +103,33 @@ def test_import_names_every_bad_line_and_imports_nothing(
 
 
 @pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (line(2**63, "cosmo"), "/id: 9223372036854775808 is greater than the maximum"),
+        (line(2**53, "cosmo"), "/id: 9007199254740992 is greater than the maximum"),
+        (line(2**70, "cosmo"), "/id: 1180591620717411303424 is greater than the maximum"),
+        (
+            line(1, "cosmo", created_at="9999-12-31T23:59:59-01:00"),
+            "/created_at: '9999-12-31T23:59:59-01:00' is outside years 1 to 9999 in UTC",
+        ),
+        (
+            line(1, "cosmo", updated_at="0001-01-01T00:00:00+01:00"),
+            "/updated_at: '0001-01-01T00:00:00+01:00' is outside years 1 to 9999 in UTC",
+        ),
+    ],
+)
+def test_import_names_an_id_or_a_time_out_of_range_as_a_bad_line(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], record: str, message: str
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text(record + "\n")
+    assert main(["import", "--store", sqlite_url, str(source)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].startswith(f"line 1: {message}")
+    assert errors[-1] == "1 bad line(s); nothing was imported"
+
+
+@pytest.mark.parametrize(
     ("lines", "message"),
     [
         ([line(10, "elaine"), line(11, "COSMO")], "line 2: The username 'COSMO' is taken."),

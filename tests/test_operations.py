@@ -90,6 +90,16 @@ def test_the_write_limit_is_per_key_and_spares_reads() -> None:
     assert client.get("/users", headers=AUTH).status_code == 200
 
 
+@pytest.mark.parametrize("spelling", ["Bearer\t{}", "bearer  {}", "BEARER {}", "Bearer \t{}"])
+def test_every_spelling_the_key_check_accepts_counts_against_the_write_limit(
+    spelling: str,
+) -> None:
+    client = client_with(store=MemoryStore(), rate_limit_writes="1/minute")
+    headers = {"Authorization": spelling.format(API_KEY)}
+    assert client.post("/users", json={"username": "a"}, headers=headers).status_code == 201
+    assert_problem(client.post("/users", json={"username": "b"}, headers=AUTH), 429)
+
+
 def test_requests_over_the_address_limit_get_429_but_probes_do_not() -> None:
     client = client_with(store=MemoryStore(), rate_limit_requests="2/minute")
     assert [client.get("/users", headers=AUTH).status_code for _ in range(3)] == [200, 200, 429]

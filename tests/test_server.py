@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -92,6 +93,27 @@ def test_sigterm_waits_no_longer_than_the_grace_period_then_closes_the_store(
 
 def log_lines(server: Server) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
+def test_a_path_cannot_forge_a_text_log_line_or_drive_the_terminal(
+    tmp_path: Path, flavour: str
+) -> None:
+    with serve(tmp_path, "--app", flavour, "--log-format", "text") as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            forged = "\n2026-11-29 INFO [-] users.access: GET /forged 200\x1b[31m\x9b"
+            target = "/nowhere" + quote(forged)
+            connection.sendall(
+                f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            assert connection.recv(64).startswith(b"HTTP/1.1 404")
+        time.sleep(0.2)
+        log = running.output()
+    (line,) = [line for line in log.splitlines() if "nowhere" in line]
+    assert "\\x0a2026-11-29 INFO [-] users.access: GET /forged 200\\x1b[31m\\x9b 404" in line
+    assert not any(line.startswith("2026-11-29 INFO [-]") for line in log.splitlines())
+    assert "\x1b" not in log
 
 
 def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
