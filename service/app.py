@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     text = SPEC.read_text()
     spec = yaml.safe_load(text)
     metrics = Metrics()
-    limiter = Limiter(settings.rate_limit_storage)
+    limiter = Limiter(settings.rate_limit_storage, timeout_ms=settings.rate_limit_timeout_ms)
     resolver = StoreResolver(store, in_thread_loops=settings.app == "flask")
 
     @asynccontextmanager
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         writes=settings.rate_limit_writes,
         requests=settings.rate_limit_requests,
         limiter=limiter,
+        on_storage_failure=metrics.unlimited.inc,
     )
     app.add_middleware(
         RequestFraming,

@@ -180,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a write waits for another process's write before it answers 503 "
         "(USERS_SQLITE_BUSY_TIMEOUT_MS; 5000)",
     )
+    store.add_argument(
+        "--store-timeout-ms",
+        type=int,
+        help="how long a request waits on the database, connecting and queuing for a "
+        "connection included, before it answers 503 (USERS_STORE_TIMEOUT_MS; 5000)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
@@ -242,6 +248,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="where the counts live: memory:// (per process) or redis://HOST:PORT "
         "(shared by workers and instances) (USERS_RATE_LIMIT_STORAGE; memory://)",
+    )
+    serve.add_argument(
+        "--rate-limit-timeout-ms",
+        type=int,
+        help="how long a request waits for the rate limits' storage; past it, or when it "
+        "fails, the request passes unlimited, and is counted (USERS_RATE_LIMIT_TIMEOUT_MS; 250)",
     )
     serve.add_argument(
         "--cors-origin",

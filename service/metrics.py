@@ -47,6 +47,11 @@ class Metrics:
             ["error"],
             registry=registry,
         )
+        self.unlimited = Counter(
+            "users_rate_limit_storage_failures",
+            "Requests let through unlimited because the rate limits' storage failed or stalled.",
+            registry=registry,
+        )
         self.endpoint: ASGIApp = make_asgi_app(_exposed(registry))
 
     def close(self) -> None:

@@ -2,13 +2,21 @@
 
 Counts live in the storage `storage_url` names: `memory://` is per process (two workers let
 twice as much through), `redis://HOST:PORT` is shared by every worker and instance.
+
+When Redis is down or stalled, requests pass unlimited (fail open) after at most the storage's
+timeout: the limits guard the service against floods, and refusing every request while they
+cannot be counted would be the outage they guard against. Each such request is counted in a
+metric, and a warning is logged at most every `WARN_EVERY_SECONDS`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from connexion.exceptions import OAuthProblem, ProblemException
@@ -22,7 +30,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 if TYPE_CHECKING:
     import coredis
 
+logger = logging.getLogger(__name__)
+
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+WARN_EVERY_SECONDS = 10
 UNLIMITED_PATHS = {"/healthz", "/readyz"}
 """Probes: a load balancer must always get through. (Prometheus's scrapes of /metrics are
 answered before these limits; to anyone else /metrics is an unknown path, and counted.)"""
@@ -48,13 +59,19 @@ class Limiter:
     client is imported only then: it adds some 30 MB to every worker.
     """
 
-    def __init__(self, storage_url: str) -> None:
+    def __init__(self, storage_url: str, *, timeout_ms: int = 250) -> None:
         options: dict[str, Any] = {}
+        self.timeout_seconds = timeout_ms / 1000
+        """How long a request waits for its counts, connecting included, before it passes."""
         self._pool: coredis.ConnectionPool | None = None
         if not storage_url.startswith("memory:"):
             import coredis
 
-            self._pool = options["connection_pool"] = coredis.ConnectionPool.from_url(storage_url)
+            self._pool = options["connection_pool"] = coredis.ConnectionPool.from_url(
+                storage_url,
+                connect_timeout=self.timeout_seconds,
+                stream_timeout=self.timeout_seconds,
+            )
         storage = storage_from_string(f"async+{storage_url}", **options)
         self.windows = SlidingWindowCounterRateLimiter(storage)
 
@@ -66,20 +83,51 @@ class Limiter:
 class RateLimits:
     """429 for a request over a limit, with `Retry-After` and the `RateLimit-*` headers."""
 
-    def __init__(self, app: ASGIApp, *, writes: str, requests: str, limiter: Limiter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        writes: str,
+        requests: str,
+        limiter: Limiter,
+        on_storage_failure: Callable[[], object],
+    ) -> None:
         self.app = app
         self.writes = parse_limits(writes)
         self.requests = parse_limits(requests)
         self.limiter = limiter.windows
+        self.timeout_seconds = limiter.timeout_seconds
+        self.on_storage_failure = on_storage_failure
+        self._quiet_until = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
-            client = scope["client"][0] if scope.get("client") else "unknown"
-            await self._hit(self.requests, "address", client)
-            key = _bearer_key(Request(scope))
-            if key and scope["method"] in WRITES:
-                await self._hit(self.writes, "key", key)
+            try:
+                async with asyncio.timeout(self.timeout_seconds):
+                    await self._count(scope)
+            except ProblemException:
+                raise
+            except Exception as error:
+                self._pass_unlimited(error)
         await self.app(scope, receive, send)
+
+    async def _count(self, scope: Scope) -> None:
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        await self._hit(self.requests, "address", client)
+        key = _bearer_key(Request(scope))
+        if key and scope["method"] in WRITES:
+            await self._hit(self.writes, "key", key)
+
+    def _pass_unlimited(self, error: Exception) -> None:
+        self.on_storage_failure()
+        if time.monotonic() >= self._quiet_until:
+            self._quiet_until = time.monotonic() + WARN_EVERY_SECONDS
+            reason = (
+                f"no answer within {self.timeout_seconds * 1000:.0f} ms"
+                if isinstance(error, TimeoutError)
+                else str(error) or type(error).__name__
+            )
+            logger.warning("rate limits are off: their storage failed: %s", reason)
 
     async def _hit(self, items: list[RateLimitItem], kind: str, who: str) -> None:
         for item in items:

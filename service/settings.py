@@ -32,6 +32,7 @@ class Settings:
     pool_size: int = 5
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 5000
+    store_timeout_ms: int = 5000
     workers: int = 1
     api_keys: tuple[str, ...] = ()
     api_keys_file: str = ""
@@ -43,6 +44,7 @@ class Settings:
     rate_limit_writes: str = "1000/second"
     rate_limit_requests: str = "5000/second"
     rate_limit_storage: str = "memory://"
+    rate_limit_timeout_ms: int = 250
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_seconds: int = 30
     metrics_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
@@ -61,6 +63,8 @@ class Settings:
             raise SettingsError(
                 f"sqlite_busy_timeout_ms must be 0 or more, not {self.sqlite_busy_timeout_ms}"
             )
+        if self.store_timeout_ms < 1:
+            raise SettingsError(f"store_timeout_ms must be at least 1, not {self.store_timeout_ms}")
         if self.workers < 1:
             raise SettingsError(f"workers must be at least 1, not {self.workers}")
         if self.max_body_bytes < 1:
@@ -80,6 +84,10 @@ class Settings:
             raise SettingsError(
                 f"rate_limit_storage must be memory:// or redis://HOST:PORT, "
                 f"not {self.rate_limit_storage!r}"
+            )
+        if self.rate_limit_timeout_ms < 1:
+            raise SettingsError(
+                f"rate_limit_timeout_ms must be at least 1, not {self.rate_limit_timeout_ms}"
             )
         for origin in self.cors_origins:
             parts = urlsplit(origin)
@@ -115,6 +123,7 @@ class Settings:
             pool_size=self.pool_size,
             sqlite_synchronous=self.sqlite_synchronous,
             sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
+            timeout_ms=self.store_timeout_ms,
         )
 
     @classmethod

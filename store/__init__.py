@@ -97,6 +97,7 @@ def open_store(
     pool_size: int = 5,
     sqlite_synchronous: str = "FULL",
     sqlite_busy_timeout_ms: int = 5000,
+    timeout_ms: int = 5000,
 ) -> UserStore:
     """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`.
 
@@ -115,6 +116,7 @@ def open_store(
             pool_size=pool_size,
             sqlite_synchronous=sqlite_synchronous,
             sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+            timeout_ms=timeout_ms,
         )
     raise UnknownStoreURL(
         f"unknown store URL {url!r}: expected memory://, sqlite:///PATH or postgresql://..."

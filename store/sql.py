@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import math
 import threading
+import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -82,22 +84,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 THREADS = 40
 """The store's threads, as many as Starlette's thread pool had for the sync handlers before."""
+CHECK_EVERY_SECONDS = 1.0
+CHECK_TIMEOUT_SECONDS = 1.0
 
 
 def _in_its_threads(
     method: Callable[Concatenate[SQLStore, P], R],
 ) -> Callable[Concatenate[SQLStore, P], Coroutine[Any, Any, R]]:
-    """The method, to be awaited: it runs in the store's own threads, with the caller's
-    context (its request id), so that the event loop never waits on the database. (SQLAlchemy's
-    asyncio engines are the other way: issue 12 weighs them.)"""
+    """The method, to be awaited: it runs in the store's own threads (see `SQLStore._in_thread`),
+    so that the event loop never waits on the database. (SQLAlchemy's asyncio engines are the
+    other way: issue 12 weighs them.)"""
 
     async def in_thread(self: SQLStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        call = functools.partial(contextvars.copy_context().run, method, self, *args, **kwargs)
-        try:
-            running = asyncio.get_running_loop().run_in_executor(self._threads, call)
-        except RuntimeError as error:  # the executor takes no work once the store is closed
-            raise StoreUnavailable(str(error)) from error
-        return await running
+        call = functools.partial(method, self, *args, **kwargs)
+        return await self._in_thread(call, self._timeout_seconds)
 
     functools.update_wrapper(in_thread, method)
     return in_thread
@@ -114,8 +114,14 @@ class SQLStore:
         pool_size: int = 5,
         sqlite_synchronous: str = "FULL",
         sqlite_busy_timeout_ms: int = 5000,
+        timeout_ms: int = 5000,
     ) -> None:
-        self.engine = _engine(url, pool_size, sqlite_synchronous, sqlite_busy_timeout_ms)
+        self._timeout_seconds = timeout_ms / 1000
+        """How long a call waits on the database, all told (a thread, a connection, connecting,
+        its statements), before it is `StoreUnavailable`: a stalled database gives 503s."""
+        self.engine = _engine(
+            url, pool_size, sqlite_synchronous, sqlite_busy_timeout_ms, timeout_ms
+        )
         self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="users-store")
         """More than the pool's connections, so that a call waits for a connection inside the
         pool's own timeout (then 503), and a read is not queued behind writers waiting for
@@ -124,6 +130,17 @@ class SQLStore:
         self._migrating = threading.Lock()
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
         self._busy_timeout_s = sqlite_busy_timeout_ms / 1000
+        database = self.engine.url.database
+        self._file = (
+            Path(database).resolve()
+            if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+            else None
+        )
+        """The SQLite file, whose identity when first opened is `_opened`."""
+        self._opened: tuple[int, int] | None = None
+        self._checking = threading.Lock()
+        self._next_check = 0.0
+        self._last_check: StoreUnavailable | None = None
 
     @_in_its_threads
     def create(self, *, username: str) -> User:
@@ -204,16 +221,48 @@ class SQLStore:
                 )
         return added
 
-    @_in_its_threads
-    def check(self) -> None:
+    async def check(self) -> None:
+        """Whether the database answers within `CHECK_TIMEOUT_SECONDS`, asked at most every
+        `CHECK_EVERY_SECONDS` however often this is called (by every load balancer's probe);
+        in between, the last answer stands."""
+        with self._checking:
+            due = time.monotonic() >= self._next_check
+            if due:
+                self._next_check = time.monotonic() + CHECK_EVERY_SECONDS
+        if due:
+            try:
+                await self._in_thread(self._ask, CHECK_TIMEOUT_SECONDS)
+            except StoreUnavailable as error:
+                self._last_check = error
+                raise
+            self._last_check = None
+        elif self._last_check is not None:
+            raise StoreUnavailable(self._last_check.reason)
+
+    def _ask(self) -> None:
         with self._connect() as connection:
             connection.execute(select(1))
+        self._refuse_another_file()
+
+    def _refuse_another_file(self) -> None:
+        """SQLite keeps writing to a file that was removed or replaced under it: acknowledged
+        writes that the next start would not find. Once the file at the store's path is not
+        the one it opened, it writes no more."""
+        if self._file is not None and self._opened is not None:
+            try:
+                current = _identity(self._file)
+            except FileNotFoundError:
+                current = None
+            if current != self._opened:
+                raise StoreUnavailable(f"the database file {self._file} was removed or replaced")
 
     def migrate(self) -> str:
         """Bring the schema to the newest revision now; returns that revision. Not awaited: the
         CLI calls it before any server runs, and the first connection from the store's threads."""
         with self._unavailable_on_connection_errors():
             revision = upgrade(self.engine)
+        if self._file is not None and self._opened is None:
+            self._opened = _identity(self._file)
         self._migrated = True
         return revision
 
@@ -223,6 +272,21 @@ class SQLStore:
         self._threads.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
+    async def _in_thread(self, call: Callable[[], R], timeout_seconds: float) -> R:
+        """`call`, run in the store's threads with the caller's context (its request id); after
+        `timeout_seconds` the caller gets `StoreUnavailable`, and the thread finishes alone."""
+        in_context = functools.partial(contextvars.copy_context().run, call)
+        try:
+            running = asyncio.get_running_loop().run_in_executor(self._threads, in_context)
+        except RuntimeError as error:  # the executor takes no work once the store is closed
+            raise StoreUnavailable(str(error)) from error
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                return await running
+        except TimeoutError:
+            waited = f"{timeout_seconds * 1000:.0f} ms"
+            raise StoreUnavailable(f"the database did not answer within {waited}") from None
+
     @contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Connection]:
         """A connection to the migrated database; in a transaction when `write`."""
@@ -230,6 +294,8 @@ class SQLStore:
             with self._migrating:
                 if not self._migrated:
                     self.migrate()
+        if write:
+            self._refuse_another_file()
         with (
             self._unavailable_on_connection_errors(),
             self._taking_turns() if write else nullcontext(),
@@ -280,6 +346,12 @@ class SQLStore:
         raise PreconditionFailed(user_id) if exists else UserNotFound(user_id)
 
 
+def _identity(path: Path) -> tuple[int, int]:
+    """What tells one file from another at the same path: its device and inode."""
+    status = path.stat()
+    return status.st_dev, status.st_ino
+
+
 def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
     """Raise for the first user whose id or username is taken, in the database or earlier on."""
     names = func.lower(users.c.username)
@@ -316,16 +388,28 @@ def _user(row: Row[Any]) -> User:
     return User(row.id, row.username, row.created_at, row.updated_at, row.version)
 
 
-def _engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: int) -> Engine:
-    """A pool of at most `pool_size` connections; a request finding none free waits for one."""
+def _engine(
+    url: str, pool_size: int, synchronous: str, busy_timeout_ms: int, timeout_ms: int
+) -> Engine:
+    """A pool of at most `pool_size` connections; a request finding none free waits for one, up
+    to `timeout_ms`, as long as connecting to PostgreSQL or a statement there may take."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
+        options = f"{parsed.query.get('options', '')} -c statement_timeout={timeout_ms:d}"
         return create_engine(
-            parsed.set(drivername="postgresql+psycopg"), pool_size=pool_size, max_overflow=0
+            parsed.set(drivername="postgresql+psycopg").update_query_dict(
+                {"options": options.strip()}
+            ),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=timeout_ms / 1000,
+            connect_args={"connect_timeout": max(1, math.ceil(timeout_ms / 1000))},  # whole s
         )
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, pool_size=pool_size, max_overflow=0)
+    engine = create_engine(
+        parsed, pool_size=pool_size, max_overflow=0, pool_timeout=timeout_ms / 1000
+    )
 
     @event.listens_for(engine, "connect")
     def configure(connection: Any, _: Any) -> None:

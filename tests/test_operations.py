@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import API_KEY, AUTH, assert_problem
+from tests.faults import proxy_to
 from users_api.app import create_app
 from users_api.arguments import HandlerMismatch
 from users_api.handlers import users as users_handlers
@@ -136,6 +138,42 @@ def test_instances_sharing_redis_share_the_limit() -> None:
             for n, instance in enumerate([first, second, first, second])
         ]
     assert statuses == [201, 201, 429, 429]
+
+
+@pytest.mark.parametrize("fault", ["down", "stalled"])
+def test_with_redis_down_or_stalled_requests_pass_unlimited_soon_and_are_counted(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = f"key-{uuid.uuid4().hex}"
+    auth = {"Authorization": f"Bearer {key}"}
+    with proxy_to(6379) as redis:
+        settings = Settings(
+            api_keys=(key,),
+            rate_limit_writes="1/minute",
+            rate_limit_storage=f"redis://127.0.0.1:{redis.port}",
+            rate_limit_timeout_ms=200,
+        )
+        app = create_app(settings, store=MemoryStore())
+        with app.test_client(client=("127.0.0.1", 50000)) as client:
+            assert client.post("/users", json={"username": "a"}, headers=auth).status_code == 201
+            assert client.post("/users", json={"username": "b"}, headers=auth).status_code == 429
+            if fault == "down":
+                redis.process.kill()
+            else:
+                redis.stall()
+            started = time.monotonic()
+            statuses = [
+                client.post("/users", json={"username": f"u{n}"}, headers=auth).status_code
+                for n in range(5)
+            ]
+            elapsed = time.monotonic() - started
+            counted = metric(client, "users_rate_limit_storage_failures_total")
+    assert statuses == [201] * 5
+    assert elapsed < 5 * 0.5, elapsed  # each waited about the timeout, at most
+    assert counted == 5
+    warnings = [r for r in caplog.records if r.getMessage().startswith("rate limits are off")]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
 
 
 # CORS

@@ -10,11 +10,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
+from tests.faults import proxy_to
 from tests.servers import (
     AUTH,
     USERS_API,
@@ -36,6 +36,7 @@ from tests.servers import (
 from tests.stores import fresh_store_url, postgres_schema
 from users_api.auth import key_file_line
 from users_api.settings import APP_FLAVOURS, Settings
+from users_api.store.sql import CHECK_EVERY_SECONDS
 
 
 @pytest.fixture
@@ -365,34 +366,6 @@ def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str)
     assert final == f"n{successes}"
 
 
-@contextmanager
-def tcp_forwarder(port: int, target: tuple[str, int]) -> Iterator[None]:
-    """Listen on `port` and pipe each connection to `target`: a database coming up."""
-    listener = socket.create_server(("127.0.0.1", port))
-
-    def pipe(source: socket.socket, sink: socket.socket) -> None:
-        with suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        source.close()
-        sink.close()
-
-    def accept() -> None:
-        with suppress(OSError):
-            while True:
-                client = listener.accept()[0]
-                upstream = socket.create_connection(target)
-                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
-                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-
-
 def test_readyz_answers_503_until_the_database_is_reachable_then_200(tmp_path: Path) -> None:
     port = free_port()
     with postgres_schema() as url:
@@ -405,7 +378,8 @@ def test_readyz_answers_503_until_the_database_is_reachable_then_200(tmp_path: P
             write = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
             assert (not_ready.status_code, not_ready.headers["retry-after"]) == (503, "1")
             assert (write.status_code, write.headers["retry-after"]) == (503, "1")
-            with tcp_forwarder(port, (database.host or "", database.port or 5432)):
+            with proxy_to(database.port or 5432, port=port):
+                time.sleep(CHECK_EVERY_SECONDS)  # past the last readiness answer
                 assert httpx.get(f"{server.url}/readyz").status_code == 200
                 write = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
                 assert write.status_code == 201

@@ -1,0 +1,160 @@
+"""A database that stalls, goes down or loses its file under a running server: fast 503s with
+`Retry-After`, never a hang and never a 500; the liveness probe is not held up by any of it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import make_url
+
+from tests.faults import Proxy, proxy_to
+from tests.servers import AUTH, Server, serve
+from tests.stores import postgres_schema
+from users_api.settings import APP_FLAVOURS
+from users_api.store import StoreUnavailable
+from users_api.store.sql import CHECK_EVERY_SECONDS, SQLStore
+
+TIMEOUT_MS = 1000
+
+
+@contextmanager
+def serving_through_a_proxy(tmp_path: Path, flavour: str) -> Iterator[tuple[Server, Proxy]]:
+    """A server over PostgreSQL, reached through a proxy the test can stall or kill."""
+    with postgres_schema() as url:
+        database = make_url(url)
+        with proxy_to(database.port or 5432) as proxy:
+            through = database.set(port=proxy.port).render_as_string(hide_password=False)
+            store = ("--store", through, "--store-timeout-ms", str(TIMEOUT_MS))
+            with serve(tmp_path, *store, "--app", flavour) as server:
+                created = httpx.post(
+                    f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH
+                )
+                assert created.status_code == 201
+                yield server, proxy
+
+
+def timed(request: httpx.Request) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        response = client.send(request)
+    return response, time.monotonic() - started
+
+
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
+def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
+    tmp_path: Path, flavour: str
+) -> None:
+    with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
+        proxy.stall()
+        requests = [
+            httpx.Request("GET", f"{server.url}/users/1", headers=AUTH),
+            httpx.Request("PUT", f"{server.url}/users/1", json={"username": "x"}, headers=AUTH),
+            httpx.Request("POST", f"{server.url}/users", json={"username": "y"}, headers=AUTH),
+            httpx.Request("GET", f"{server.url}/users", headers=AUTH),
+        ] * 5  # more requests in flight than the pool has connections (5)
+        with ThreadPoolExecutor(len(requests)) as clients:
+            answers = list(clients.map(timed, requests))
+        for response, seconds in answers:
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "1"
+            assert seconds < TIMEOUT_MS / 1000 + 1.5, seconds
+        ready, seconds = timed(httpx.Request("GET", f"{server.url}/readyz"))
+        assert ready.status_code == 503
+        assert seconds < 2.0, seconds
+        assert "the database did not answer within 1000 ms" in server.output()
+        proxy.resume()
+        assert _eventually_ok(server), "the service did not recover when the database did"
+
+
+def test_with_postgresql_stalled_liveness_answers_at_once(tmp_path: Path) -> None:
+    with serving_through_a_proxy(tmp_path, "async") as (server, proxy):
+        proxy.stall()
+        stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH)] * 15
+        with ThreadPoolExecutor(len(stuck) + 1) as clients:
+            in_flight = [clients.submit(timed, request) for request in stuck]
+            time.sleep(0.2)
+            alive, seconds = timed(httpx.Request("GET", f"{server.url}/healthz"))
+            assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+            assert seconds < 0.5, seconds
+            assert all(future.result()[0].status_code == 503 for future in in_flight)
+        proxy.resume()
+
+
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
+def test_with_postgresql_gone_requests_get_503_at_once(tmp_path: Path, flavour: str) -> None:
+    with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
+        proxy.process.kill()
+        proxy.process.wait()
+        for _ in range(3):
+            response, seconds = timed(httpx.Request("GET", f"{server.url}/users/1", headers=AUTH))
+            assert (response.status_code, response.headers["Retry-After"]) == (503, "1")
+            assert seconds < 1.0, seconds
+
+
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
+@pytest.mark.parametrize("fault", ["removed", "replaced"])
+def test_with_its_sqlite_file_removed_or_replaced_writes_and_readiness_get_503(
+    tmp_path: Path, flavour: str, fault: str
+) -> None:
+    database = tmp_path / "users.db"
+    with serve(tmp_path, "--store", f"sqlite:///{database}", "--app", flavour) as server:
+        created = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
+        assert created.status_code == 201
+        database.unlink()
+        if fault == "replaced":
+            database.write_bytes(b"")
+        write = httpx.post(f"{server.url}/users", json={"username": "kramer"}, headers=AUTH)
+        update = httpx.put(f"{server.url}/users/1", json={"username": "x"}, headers=AUTH)
+        time.sleep(CHECK_EVERY_SECONDS)  # past the last readiness answer
+        ready = httpx.get(f"{server.url}/readyz")
+    for response in (write, update, ready):
+        assert (response.status_code, response.headers["Retry-After"]) == (503, "1")
+    assert "was removed or replaced" in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_readiness_asks_the_database_at_most_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}")
+    asked: list[float] = []
+    ask = store._ask
+    monkeypatch.setattr(store, "_ask", lambda: (asked.append(time.monotonic()), ask())[1])
+
+    async def probe_often() -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
+            await store.check()
+            await asyncio.sleep(0.01)
+
+    asyncio.run(probe_often())
+    assert len(asked) == 3  # at 0 s, 1 s and 2 s
+    asyncio.run(store.close())
+
+
+def test_a_failed_readiness_answer_stands_until_the_next_ask(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}")
+    asyncio.run(store.check())
+    (tmp_path / "users.db").unlink()
+    time.sleep(CHECK_EVERY_SECONDS)
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable) as refused:
+            asyncio.run(store.check())
+        assert "removed or replaced" in refused.value.reason
+    asyncio.run(store.close())
+
+
+def _eventually_ok(server: Server) -> bool:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.url}/users/1", headers=AUTH, timeout=5).status_code == 200:
+            return True
+        time.sleep(0.2)
+    return False
