@@ -10,13 +10,11 @@ import json
 import os
 import random
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.installed import CHECKOUT, Installed
+from tests.nginx import nginx, running, wait_for
 from tests.servers import Server, free_port, serve
 from tests.stores import postgres_schema
 from users_api.auth import SCOPES, key_file_line
 
-NGINX = Path("/usr/sbin/nginx")
 PROMETHEUS = Path("/usr/bin/prometheus")
 REDIS = "redis://127.0.0.1:6379"
 KEY, KEY_NAME = "deployment-test-key", "load-test"
@@ -55,65 +53,6 @@ class Tally:
         self.outcomes[f"{kind} {outcome}"] += 1
         if not outcome.startswith(("2", "3", "412")):
             self.failures.append((round(time.monotonic() - started, 2), f"{kind} {outcome}"))
-
-
-@contextmanager
-def running(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def wait_for(check: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with suppress(httpx.TransportError, OSError):
-            if check():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@contextmanager
-def nginx(folder: Path, port: int, upstreams: tuple[int, int]) -> Iterator[str]:
-    """deploy/nginx/users-api.conf as an operator installs it, on this test's ports."""
-    assert NGINX.exists(), "nginx is missing: apt-get install nginx (.ci/run does)"
-    site = (CHECKOUT / "deploy" / "nginx" / "users-api.conf").read_text()
-    for old, new in [
-        ("listen 8080;", f"listen 127.0.0.1:{port};"),
-        ("127.0.0.1:8081", f"127.0.0.1:{upstreams[0]}"),
-        ("127.0.0.1:8082", f"127.0.0.1:{upstreams[1]}"),
-    ]:
-        assert old in site
-        site = site.replace(old, new)
-    folder.mkdir()
-    (folder / "users-api.conf").write_text(site)
-    temp_paths = (
-        " ".join(
-            f"{kind}_temp_path {folder / kind};" for kind in ("client_body", "proxy", "fastcgi")
-        )
-        + f" uwsgi_temp_path {folder / 'uwsgi'}; scgi_temp_path {folder / 'scgi'};"
-    )
-    (folder / "nginx.conf").write_text(
-        f"daemon off; worker_processes 2; pid {folder / 'nginx.pid'};\n"
-        f"error_log {folder / 'error.log'} warn;\n"
-        "events { worker_connections 1024; }\n"
-        f"http {{ access_log off; {temp_paths} include {folder / 'users-api.conf'}; }}\n"
-    )
-    command = [str(NGINX), "-p", str(folder), "-c", str(folder / "nginx.conf")]
-    with running(command, folder / "stdout.log"):
-        wait_for(
-            lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None,
-            "nginx",
-        )
-        yield f"http://127.0.0.1:{port}"
 
 
 @contextmanager
