@@ -114,8 +114,7 @@ class RateLimits:
     async def _count(self, scope: Scope) -> None:
         client = scope["client"][0] if scope.get("client") else "unknown"
         await self._hit(self.requests, "address", client)
-        key = _bearer_key(Request(scope))
-        if key and scope["method"] in WRITES:
+        if scope["method"] in WRITES and (key := _bearer_key(Request(scope))):
             await self._hit(self.writes, "key", key)
 
     def _pass_unlimited(self, error: Exception) -> None:

@@ -3,6 +3,7 @@ the operator's networks only, and for GET only."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -52,12 +53,12 @@ class RequestTelemetry:
             await scrape(scope, receive, send)
             return
         started = time.perf_counter()
-        status, sent_bytes = 500, 0
+        status, sent_bytes, responded = 500, 0, False
 
         async def measure(message: Message) -> None:
-            nonlocal status, sent_bytes
+            nonlocal status, sent_bytes, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
             elif message["type"] == "http.response.body":
                 sent_bytes += len(message.get("body", b""))
             await send(message)
@@ -68,6 +69,12 @@ class RequestTelemetry:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, measure)
+        except asyncio.CancelledError:
+            # The shutdown grace ended with this request unanswered (its body still arriving,
+            # say) and uvicorn cancelled it: a 503 to retry elsewhere, not uvicorn's bare 500.
+            if responded:
+                raise
+            await _cut_short(scope, receive, measure)
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
@@ -107,6 +114,16 @@ class RequestTelemetry:
         except ValueError:
             return False
         return address is not None and any(address in net for net in self.metrics_networks)
+
+
+async def _cut_short(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(
+        problem_body(503, "The service stopped before this request was answered; retry it."),
+        status_code=503,
+        headers={"Retry-After": "1", "Connection": "close"},
+        media_type="application/problem+json",
+    )
+    await response(scope, receive, send)
 
 
 async def _only_get(scope: Scope, receive: Receive, send: Send) -> None:

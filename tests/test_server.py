@@ -72,10 +72,11 @@ def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(server: Server) -
     assert server.process.wait(timeout=15) == 0
 
 
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
 def test_sigterm_waits_no_longer_than_the_grace_period_then_closes_the_store(
-    tmp_path: Path,
+    tmp_path: Path, flavour: str
 ) -> None:
-    with serve(tmp_path, "--shutdown-grace-seconds", "1", *LOAD) as running:
+    with serve(tmp_path, "--shutdown-grace-seconds", "1", "--app", flavour, *LOAD) as running:
         httpx.post(f"{running.url}/users", json={"username": "cosmo"}, headers=AUTH)
         assert (tmp_path / "users.db-wal").exists()
         with socket.create_connection(("127.0.0.1", int(running.url.rsplit(":", 1)[1]))) as sock:
@@ -87,7 +88,13 @@ def test_sigterm_waits_no_longer_than_the_grace_period_then_closes_the_store(
             stopping = time.monotonic()
             running.process.send_signal(signal.SIGTERM)
             assert running.process.wait(timeout=15) == 0
+            answer = sock.recv(65536)
         assert 1 <= time.monotonic() - stopping < 5
+        # Cut short by the end of the grace: a problem to retry, not uvicorn's bare 500.
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"retry-after: 1" in answer.lower()
+        assert b"application/problem+json" in answer
+        assert "Traceback" not in running.output()
     # The last connection to close checkpoints SQLite's log into the database and removes it.
     assert not (tmp_path / "users.db-wal").exists()
 
