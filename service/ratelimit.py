@@ -64,7 +64,9 @@ class Limiter:
         self.timeout_seconds = timeout_ms / 1000
         """How long a request waits for its counts, connecting included, before it passes."""
         self._pool: coredis.ConnectionPool | None = None
-        if not storage_url.startswith("memory:"):
+        self.remote = not storage_url.startswith("memory:")
+        """Whether the counts live in Redis, whose calls can fail or stall."""
+        if self.remote:
             import coredis
 
             self._pool = options["connection_pool"] = coredis.ConnectionPool.from_url(
@@ -97,19 +99,26 @@ class RateLimits:
         self.requests = parse_limits(requests)
         self.limiter = limiter.windows
         self.timeout_seconds = limiter.timeout_seconds
+        self.remote = limiter.remote
         self.on_storage_failure = on_storage_failure
         self._quiet_until = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
-            try:
-                async with asyncio.timeout(self.timeout_seconds):
-                    await self._count(scope)
-            except ProblemException:
-                raise
-            except Exception as error:
-                self._pass_unlimited(error)
+            if self.remote:
+                await self._count_or_pass(scope)
+            else:  # counted in this process: nothing to wait for, nothing that can fail
+                await self._count(scope)
         await self.app(scope, receive, send)
+
+    async def _count_or_pass(self, scope: Scope) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await self._count(scope)
+        except ProblemException:
+            raise
+        except Exception as error:  # whatever the storage failed with
+            self._pass_unlimited(error)
 
     async def _count(self, scope: Scope) -> None:
         client = scope["client"][0] if scope.get("client") else "unknown"

@@ -85,7 +85,7 @@ class RequestBodyValidator(JSONRequestBodyValidator):
         if not raw:
             return None
         try:
-            body = json.loads(raw.decode("utf-8"), parse_int=_integer)
+            body = _JSON.decode(raw.decode("utf-8"))
             if b"\\u" in raw and _has_lone_surrogate(body):
                 raise invalid("The request body holds a lone surrogate, which is not text.", [])
         except UnicodeDecodeError:
@@ -125,7 +125,7 @@ class ParameterValidator(StockParameterValidator):
         }
         unknown = (
             self.validate_query_parameter_list(request, self.security_query_params)
-            if self.strict_validation
+            if self.strict_validation and request.scope["query_string"]
             else set()
         )
         errors = [
@@ -149,10 +149,13 @@ class StrictURIParser(OpenAPIURIParser):
 
     def resolve_params(self, params: dict[str, Any], _in: str) -> dict[str, Any]:
         resolved: dict[str, Any] = super().resolve_params(params, _in)
+        if _in != "query":  # the router has taken a path's integers as ASCII digits already
+            return resolved
+        schemas = self.param_schemas
         for name, value in resolved.items():
-            if isinstance(value, int) and self.param_schemas.get(name, {}).get("type") == "integer":
-                raw = params[name] if _in == "path" else params[name][-1]
-                if not (isinstance(raw, int) or _INTEGER.fullmatch(raw)):
+            if isinstance(value, int) and schemas.get(name, {}).get("type") == "integer":
+                raw = params[name][-1]
+                if not _INTEGER.fullmatch(raw):
                     resolved[name] = raw
         return resolved
 
@@ -177,6 +180,9 @@ def _integer(text: str) -> int:
     if len(text.lstrip("-")) > MAX_DIGITS:
         raise _TooManyDigits(f"a number of more than {MAX_DIGITS} digits")
     return int(text)
+
+
+_JSON = json.JSONDecoder(parse_int=_integer)
 
 
 def _has_lone_surrogate(body: Any) -> bool:
