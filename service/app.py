@@ -23,6 +23,7 @@ from users_api.auth import READ, security_map
 from users_api.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
 from users_api.framing import BodilessResponses, RequestFraming
 from users_api.headers import ResponseHeaders
+from users_api.liveness import Liveness
 from users_api.metrics import Metrics
 from users_api.problems import install_error_handlers
 from users_api.ratelimit import Limiter, RateLimits
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         templates=_templates(spec["paths"]),
         metrics_networks=settings.metrics_networks,
     )
+    app.add_middleware(Liveness, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(BodilessResponses, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         ServeSpecAsWritten, position=MiddlewarePosition.BEFORE_CONTEXT, text=text, document=spec

@@ -200,8 +200,11 @@ class SQLStore:
             if connection.execute(statement).one_or_none() is None:
                 self._refuse(connection, user_id)
 
-    @_in_its_threads
-    def add_all(self, users_to_add: Iterable[User]) -> int:
+    async def add_all(self, users_to_add: Iterable[User]) -> int:
+        """Not a request's call (`users-api import`): it takes as long as the file does."""
+        return await self._in_thread(functools.partial(self._add_all, users_to_add), None)
+
+    def _add_all(self, users_to_add: Iterable[User]) -> int:
         added = 0
         with self._connect(write=True) as connection:
             remaining = iter(users_to_add)
@@ -272,9 +275,10 @@ class SQLStore:
         self._threads.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
-    async def _in_thread(self, call: Callable[[], R], timeout_seconds: float) -> R:
+    async def _in_thread(self, call: Callable[[], R], timeout_seconds: float | None) -> R:
         """`call`, run in the store's threads with the caller's context (its request id); after
-        `timeout_seconds` the caller gets `StoreUnavailable`, and the thread finishes alone."""
+        `timeout_seconds` (if any) the caller gets `StoreUnavailable`, and the thread finishes
+        alone."""
         in_context = functools.partial(contextvars.copy_context().run, call)
         try:
             running = asyncio.get_running_loop().run_in_executor(self._threads, in_context)
@@ -284,6 +288,7 @@ class SQLStore:
             async with asyncio.timeout(timeout_seconds):
                 return await running
         except TimeoutError:
+            assert timeout_seconds is not None  # only a deadline runs out
             waited = f"{timeout_seconds * 1000:.0f} ms"
             raise StoreUnavailable(f"the database did not answer within {waited}") from None
 

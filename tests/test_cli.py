@@ -73,6 +73,16 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     source.close()
 
 
+def test_import_takes_as_long_as_its_file_whatever_the_store_timeout(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USERS_STORE_TIMEOUT_MS", "1")  # a request's bound, not an import's
+    source = tmp_path / "users.jsonl"
+    source.write_text("".join(line(n, f"user{n}") + "\n" for n in range(1, 5001)))
+    assert main(["import", "--store", sqlite_url, str(source)]) == 0
+    assert len(Blocking(SQLStore(sqlite_url)).list(after=4990, limit=100)) == 10
+
+
 def test_import_names_every_bad_line_and_imports_nothing(
     tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

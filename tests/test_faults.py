@@ -73,8 +73,9 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
         assert _eventually_ok(server), "the service did not recover when the database did"
 
 
-def test_with_postgresql_stalled_liveness_answers_at_once(tmp_path: Path) -> None:
-    with serving_through_a_proxy(tmp_path, "async") as (server, proxy):
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
+def test_with_postgresql_stalled_liveness_answers_at_once(tmp_path: Path, flavour: str) -> None:
+    with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
         proxy.stall()
         stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH)] * 15
         with ThreadPoolExecutor(len(stuck) + 1) as clients:
