@@ -191,9 +191,10 @@ def _operations(paths: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, M
 
 
 def _allowed_methods(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str], list[str]]:
-    """The methods the spec gives a request path, for a 405's `Allow` header."""
+    """The methods the spec gives a request path, for a 405's `Allow` header: HEAD too where
+    there is GET, as the router answers it."""
     routes = [
-        (compile_path(template)[0], [method.upper() for method in item if method in _METHODS])
+        (compile_path(template)[0], _with_head([m.upper() for m in item if m in _METHODS]))
         for template, item in paths.items()
     ]
 
@@ -201,6 +202,10 @@ def _allowed_methods(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str], 
         return next((methods for pattern, methods in routes if pattern.match(path)), [])
 
     return allowed
+
+
+def _with_head(methods: list[str]) -> list[str]:
+    return [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else methods
 
 
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -7,8 +7,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class ResponseHeaders:
-    """`X-Content-Type-Options: nosniff` everywhere, and `Cache-Control: no-store` on the users
-    resource: a cache must not serve a stale user; its `ETag` makes a re-read cheap instead."""
+    """`X-Content-Type-Options: nosniff` everywhere, and `Cache-Control: private, no-cache` on
+    the users resource: a browser may keep a user but must ask first (`If-None-Match` with its
+    `ETag`, answered `304` while it is current), and no shared cache keeps what a key read."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -24,7 +25,7 @@ class ResponseHeaders:
                 headers = MutableHeaders(scope=message)
                 headers["X-Content-Type-Options"] = "nosniff"
                 if users:
-                    headers["Cache-Control"] = "no-store"
+                    headers["Cache-Control"] = "private, no-cache"
             await send(message)
 
         await self.app(scope, receive, add_headers)

@@ -18,10 +18,14 @@ from connexion.datastructures import MediaTypeDict
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
 from connexion.uri_parsing import OpenAPIURIParser
-from connexion.validators import JSONRequestBodyValidator
+from connexion.validators import (
+    JSONRequestBodyValidator,
+    JSONResponseBodyValidator,
+    TextResponseBodyValidator,
+)
 from connexion.validators import ParameterValidator as StockParameterValidator
 from jsonschema import Draft4Validator, ValidationError
-from starlette.types import Scope
+from starlette.types import Scope, Send
 
 from users_api.problems import invalid
 
@@ -160,9 +164,18 @@ class StrictURIParser(OpenAPIURIParser):
         return resolved
 
 
+class ResponseBodyValidator(JSONResponseBodyValidator):
+    def wrap_send(self, send: Send) -> Send:
+        """A HEAD's response has no body to hold to its GET's schema (Flask drops it)."""
+        return send if self._scope["method"] == "HEAD" else super().wrap_send(send)
+
+
 VALIDATOR_MAP = {
     "parameter": ParameterValidator,
     "body": MediaTypeDict({"*/*json": RequestBodyValidator}),
+    "response": MediaTypeDict(
+        {"*/*json": ResponseBodyValidator, "text/plain": TextResponseBodyValidator}
+    ),
 }
 
 

@@ -219,10 +219,12 @@ def test_another_origin_fails_preflight() -> None:
 # Response headers
 
 
-def test_user_responses_are_not_cached_and_nothing_is_sniffed(client: TestClient) -> None:
+def test_user_responses_are_revalidated_privately_and_nothing_is_sniffed(
+    client: TestClient,
+) -> None:
     for path in ("/users", "/users/42"):
         response = client.get(path, headers=AUTH)
-        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Cache-Control"] == "private, no-cache"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     health = client.get("/healthz")
     assert health.headers["X-Content-Type-Options"] == "nosniff"

@@ -313,7 +313,17 @@ def test_healthz_returns_200(client: TestClient) -> None:
 def test_an_unsupported_method_returns_405_with_every_allowed_method(client: TestClient) -> None:
     response = client.patch("/users/1", json={"username": "x"}, headers=AUTH)
     assert_problem(response, 405)
-    assert sorted(response.headers["allow"].split(", ")) == ["DELETE", "GET", "PUT"]
+    assert sorted(response.headers["allow"].split(", ")) == ["DELETE", "GET", "HEAD", "PUT"]
+
+
+def test_head_is_answered_where_get_is_with_its_headers_and_no_body(client: TestClient) -> None:
+    user = create(client, "cosmo")
+    got = client.get(f"/users/{user['id']}", headers=AUTH)
+    head = client.head(f"/users/{user['id']}", headers=AUTH)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["ETag"] == got.headers["ETag"]
+    assert client.head("/users", headers=AUTH).status_code == 200
+    assert client.head("/users/999", headers=AUTH).status_code == 404
 
 
 def test_an_unknown_path_returns_404_problem(client: TestClient) -> None:
