@@ -26,7 +26,8 @@ def versions_in(header: str | None) -> frozenset[int] | None:
         return None
     versions = set()
     for tag in header.split(","):
-        digits = tag.strip().removeprefix('"').removesuffix('"')
+        tag = tag.strip()
+        digits = tag[1:-1] if len(tag) > 2 and tag[0] == tag[-1] == '"' else ""
         if ISSUED.fullmatch(digits) and int(digits) <= MAX_VERSION:
             versions.add(int(digits))
     return frozenset(versions)

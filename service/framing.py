@@ -8,7 +8,6 @@ from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from users_api.connexion_apps import CONSOLE_PATH
 from users_api.problems import invalid
 
 MAX_TARGET_BYTES = 4096
@@ -24,8 +23,8 @@ class RequestFraming:
     `max_bytes` with 413 (by Content-Length, and by counting the bytes of a chunked one) and a
     body without a Content-Type with 415, then passes the body on with an exact
     Content-Length: Connexion validates a body only when one is declared. A second
-    Content-Type is a 400; a path with an empty segment (`//users/1`, `/users/1/`), outside
-    the console's own, is a 404.
+    Content-Type is a 400; a path with an empty segment (`//users/1`, `/users/1/`) is a 404.
+    (The console's files under /ui/ are answered before this, by Swagger UI's middleware.)
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -43,9 +42,7 @@ class RequestFraming:
                 title="URI Too Long",
                 detail=f"The request target is longer than {MAX_TARGET_BYTES} bytes.",
             )
-        if "//" in scope["path"] or (
-            scope["path"].endswith("/") and scope["path"] != "/" and not _console(scope["path"])
-        ):
+        if "//" in scope["path"] or (scope["path"].endswith("/") and scope["path"] != "/"):
             # Not the path without the extra slash: the routers would redirect there, to
             # whichever host the client's `Host` header names.
             raise ProblemException(
@@ -99,10 +96,6 @@ class RequestFraming:
             title="Content Too Large",
             detail=f"The request body is larger than {self.max_bytes} bytes.",
         )
-
-
-def _console(path: str) -> bool:
-    return path.startswith(CONSOLE_PATH + "/")
 
 
 class BodilessResponses:

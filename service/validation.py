@@ -153,7 +153,7 @@ class StrictURIParser(OpenAPIURIParser):
 
     def resolve_params(self, params: dict[str, Any], _in: str) -> dict[str, Any]:
         resolved: dict[str, Any] = super().resolve_params(params, _in)
-        if _in != "query":  # the router has taken a path's integers as ASCII digits already
+        if _in != "query":  # a path's integers are the router's: ASCII digits, a sign allowed
             return resolved
         schemas = self.param_schemas
         for name, value in resolved.items():

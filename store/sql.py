@@ -140,7 +140,7 @@ class SQLStore:
         self._opened: tuple[int, int] | None = None
         self._checking = threading.Lock()
         self._next_check = 0.0
-        self._last_check: StoreUnavailable | None = None
+        self._last_check: StoreUnavailable | None = StoreUnavailable("not checked yet")
 
     @_in_its_threads
     def create(self, *, username: str) -> User:
@@ -207,6 +207,8 @@ class SQLStore:
     def _add_all(self, users_to_add: Iterable[User]) -> int:
         added = 0
         with self._connect(write=True) as connection:
+            if connection.dialect.name == "postgresql":  # no request's statement timeout either
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
             remaining = iter(users_to_add)
             batches = iter(lambda: list(islice(remaining, 1000)), [])
             for batch in batches:
@@ -254,7 +256,7 @@ class SQLStore:
         if self._file is not None and self._opened is not None:
             try:
                 current = _identity(self._file)
-            except FileNotFoundError:
+            except OSError:  # gone, or its folder no longer readable
                 current = None
             if current != self._opened:
                 raise StoreUnavailable(f"the database file {self._file} was removed or replaced")
@@ -279,15 +281,18 @@ class SQLStore:
         """`call`, run in the store's threads with the caller's context (its request id); after
         `timeout_seconds` (if any) the caller gets `StoreUnavailable`, and the thread finishes
         alone."""
-        in_context = functools.partial(contextvars.copy_context().run, call)
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        in_context = functools.partial(contextvars.copy_context().run, _by, deadline, call)
         try:
             running = asyncio.get_running_loop().run_in_executor(self._threads, in_context)
         except RuntimeError as error:  # the executor takes no work once the store is closed
             raise StoreUnavailable(str(error)) from error
         try:
-            async with asyncio.timeout(timeout_seconds):
+            async with asyncio.timeout(timeout_seconds) as waiting:
                 return await running
         except TimeoutError:
+            if not waiting.expired():  # the call's own, a socket's say: not the deadline
+                raise
             assert timeout_seconds is not None  # only a deadline runs out
             waited = f"{timeout_seconds * 1000:.0f} ms"
             raise StoreUnavailable(f"the database did not answer within {waited}") from None
@@ -307,6 +312,9 @@ class SQLStore:
             self.engine.begin() if write else self.engine.connect() as connection,
         ):
             yield connection
+            if write and (deadline := _DEADLINE.get()) is not None and time.monotonic() > deadline:
+                # Its caller was answered 503 already: what it was told did not happen must not.
+                raise StoreUnavailable("the write finished past its deadline: rolled back")
 
     @contextmanager
     def _taking_turns(self) -> Iterator[None]:
@@ -349,6 +357,16 @@ class SQLStore:
         """Why a write matched no row: no such user, or not at an expected version."""
         exists = connection.execute(select(users.c.id).where(users.c.id == user_id)).first()
         raise PreconditionFailed(user_id) if exists else UserNotFound(user_id)
+
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+"""When the caller of the store call running in this thread stops waiting (`time.monotonic`)."""
+
+
+def _by(deadline: float | None, call: Callable[[], R]) -> R:
+    """`call`, run in a store thread, knowing its caller's deadline."""
+    _DEADLINE.set(deadline)
+    return call()
 
 
 def _identity(path: Path) -> tuple[int, int]:

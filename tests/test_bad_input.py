@@ -195,7 +195,17 @@ def test_every_cursor_the_service_hands_out_it_accepts(
 
 
 @pytest.mark.parametrize(
-    "tag", ['"9223372036854775808"', '"2147483648"', '"99999999999"', '"01"', '"x"', 'W/"1"']
+    "tag",
+    [
+        '"9223372036854775808"',
+        '"2147483648"',
+        '"99999999999"',
+        '"01"',
+        '"x"',
+        'W/"1"',
+        '"1,2"',
+        '"1,"',
+    ],
 )
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])
 def test_an_if_match_naming_no_version_ever_issued_returns_412(

@@ -43,8 +43,7 @@ def test_with_2000_slow_clients_holding_connections_a_normal_client_is_answered_
             connection = stack.enter_context(socket.create_connection((host, int(port))))
             connection.sendall(b"GET /users/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bear")
             slow.append(connection)
-        # From another loopback address: nginx caps the connections of each address.
-        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as client:
+        with httpx.Client() as client:
             started = time.monotonic()
             response = client.get(f"{edge}/users/1", headers=AUTH)
             seconds = time.monotonic() - started

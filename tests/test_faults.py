@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -159,3 +160,41 @@ def _eventually_ok(server: Server) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_a_write_answered_503_for_its_deadline_is_not_applied_after_it(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}", timeout_ms=200)
+    asyncio.run(store.check())
+    turn = store._writers
+    assert turn is not None
+    turn.acquire()  # another writer holds SQLite's turn past the deadline
+    threading.Timer(0.5, turn.release).start()
+    with pytest.raises(StoreUnavailable) as refused:
+        asyncio.run(store.create(username="cosmo"))
+    assert "did not answer within 200 ms" in refused.value.reason
+    time.sleep(0.8)  # the write got its turn after the caller was told 503
+    assert asyncio.run(store.list(after=0, limit=10)) == []
+    asyncio.run(store.close())
+
+
+def test_readiness_is_not_claimed_while_the_first_ask_is_still_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}")
+    monkeypatch.setattr(store, "_ask", lambda: time.sleep(0.5))
+
+    async def probe_twice() -> BaseException | None:
+        first = asyncio.create_task(store.check())
+        await asyncio.sleep(0.1)
+        try:
+            await store.check()
+        except StoreUnavailable as error:
+            return error
+        finally:
+            await first
+        return None
+
+    refused = asyncio.run(probe_twice())
+    assert isinstance(refused, StoreUnavailable)
+    assert refused.reason == "not checked yet"
+    asyncio.run(store.close())

@@ -177,9 +177,12 @@ def test_no_request_gets_a_5xx(
 
 
 def test_the_servers_logged_no_error(server: Server) -> None:
-    """Run after the requests above (pytest keeps a file's order)."""
+    """Run after the requests above (pytest keeps a file's order). A traceback or a failure to
+    log would be a plain-text line among the JSON ones."""
     errors = [line for line in _log(server) if line.get("level") == "ERROR"]
     assert errors == []
+    assert "Traceback" not in server.output()
+    assert "Logging error" not in server.output()
 
 
 def _exchange(server: Server, request: bytes) -> int | None:
