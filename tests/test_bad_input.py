@@ -194,6 +194,20 @@ def test_every_cursor_the_service_hands_out_it_accepts(
 # Conditional headers: a list of entity tags, or a 400
 
 
+def conditional(
+    client: TestClient, store: UserStore, method: str, header: str, value: str | bytes
+) -> tuple[User, Response]:
+    """A request to a new user with one conditional header; a PUT renames the user."""
+    user = asyncio.run(store.create(username="cosmo"))
+    response = client.request(
+        method,
+        f"/users/{user.id}",
+        json={"username": "kramer"} if method == "PUT" else None,
+        headers=AUTH | {header: value},
+    )
+    return user, response
+
+
 @pytest.mark.parametrize(
     "tag",
     [
@@ -211,13 +225,7 @@ def test_every_cursor_the_service_hands_out_it_accepts(
 def test_an_if_match_naming_no_version_ever_issued_returns_412(
     client: TestClient, store: UserStore, tag: str, method: str
 ) -> None:
-    user = asyncio.run(store.create(username="cosmo"))
-    response = client.request(
-        method,
-        f"/users/{user.id}",
-        json={"username": "kramer"} if method == "PUT" else None,
-        headers=AUTH | {"If-Match": tag},
-    )
+    user, response = conditional(client, store, method, "If-Match", tag)
     assert_problem(response, 412)
     assert asyncio.run(store.get(user.id)) == user
 
@@ -242,14 +250,9 @@ def test_an_if_match_naming_no_version_ever_issued_returns_412(
 def test_a_conditional_header_that_is_not_a_list_of_entity_tags_returns_400_naming_it(
     client: TestClient, store: UserStore, header: str, value: str
 ) -> None:
-    user = asyncio.run(store.create(username="cosmo"))
     method = "PUT" if header == "If-Match" else "GET"
-    response = client.request(
-        method,
-        f"/users/{user.id}",
-        json={"username": "kramer"} if method == "PUT" else None,
-        headers=AUTH | {header: value.encode()},  # UTF-8, as a client might send it
-    )
+    # UTF-8, as a client might send it
+    user, response = conditional(client, store, method, header, value.encode())
     problem = assert_problem(response, 400)
     assert [error["parameter"] for error in problem["errors"]] == [header]
     assert asyncio.run(store.get(user.id)) == user
@@ -259,10 +262,7 @@ def test_a_conditional_header_that_is_not_a_list_of_entity_tags_returns_400_nami
 def test_a_well_formed_if_match_naming_the_current_version_passes(
     client: TestClient, store: UserStore, value: str
 ) -> None:
-    user = asyncio.run(store.create(username="cosmo"))
-    response = client.put(
-        f"/users/{user.id}", json={"username": "kramer"}, headers=AUTH | {"If-Match": value}
-    )
+    _, response = conditional(client, store, "PUT", "If-Match", value)
     assert response.status_code == 200, response.text
 
 
