@@ -13,6 +13,7 @@ from connexion import AbstractApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from users_api.store import (
     PreconditionFailed,
@@ -76,6 +77,16 @@ def problem_body(
     if errors:
         body["errors"] = list(errors)
     return body
+
+
+def problem_response(status: int, detail: str, headers: Mapping[str, str]) -> Response:
+    """A problem answered outside Connexion's error handling, as an ASGI app."""
+    return Response(
+        json.dumps(problem_body(status, detail)),
+        status_code=status,
+        headers=dict(headers),
+        media_type="application/problem+json",
+    )
 
 
 def install_error_handlers(

@@ -12,7 +12,6 @@ metric, and a warning is logged at most every `WARN_EVERY_SECONDS`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
@@ -26,6 +25,8 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from users_api.auth import digest
 
 if TYPE_CHECKING:
     import coredis
@@ -97,15 +98,13 @@ class RateLimits:
         self.app = app
         self.writes = parse_limits(writes)
         self.requests = parse_limits(requests)
-        self.limiter = limiter.windows
-        self.timeout_seconds = limiter.timeout_seconds
-        self.remote = limiter.remote
+        self.limiter = limiter
         self.on_storage_failure = on_storage_failure
         self._quiet_until = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
-            if self.remote:
+            if self.limiter.remote:
                 await self._count_or_pass(scope)
             else:  # counted in this process: nothing to wait for, nothing that can fail
                 await self._count(scope)
@@ -113,7 +112,7 @@ class RateLimits:
 
     async def _count_or_pass(self, scope: Scope) -> None:
         try:
-            async with asyncio.timeout(self.timeout_seconds):
+            async with asyncio.timeout(self.limiter.timeout_seconds):
                 await self._count(scope)
         except ProblemException:
             raise
@@ -131,7 +130,7 @@ class RateLimits:
         if time.monotonic() >= self._quiet_until:
             self._quiet_until = time.monotonic() + WARN_EVERY_SECONDS
             reason = (
-                f"no answer within {self.timeout_seconds * 1000:.0f} ms"
+                f"no answer within {self.limiter.timeout_seconds * 1000:.0f} ms"
                 if isinstance(error, TimeoutError)
                 else str(error) or type(error).__name__
             )
@@ -139,8 +138,8 @@ class RateLimits:
 
     async def _hit(self, items: list[RateLimitItem], kind: str, who: str) -> None:
         for item in items:
-            if not await self.limiter.hit(item, kind, who):
-                stats = await self.limiter.get_window_stats(item, kind, who)
+            if not await self.limiter.windows.hit(item, kind, who):
+                stats = await self.limiter.windows.get_window_stats(item, kind, who)
                 wait = max(1, math.ceil(stats.reset_time - time.time()))
                 raise ProblemException(
                     status=429,
@@ -167,4 +166,4 @@ def _bearer_key(request: Request) -> str:
         return ""
     if scheme != "bearer":
         return ""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    return digest(key).hex()[:32]

@@ -10,15 +10,15 @@ import time
 from collections.abc import Mapping, Sequence
 
 from connexion.middleware.abstract import ROUTING_CONTEXT
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from users_api.metrics import Metrics
-from users_api.problems import problem_body
+from users_api.problems import problem_response
 
 logger = logging.getLogger("users.access")
 
 AUTH_FAILURES = {401, 403}
+CUT_SHORT = "The service stopped before this request was answered; retry it."
 
 
 class RequestTelemetry:
@@ -49,8 +49,12 @@ class RequestTelemetry:
             await self.app(scope, receive, send)
             return
         if scope["path"] == "/metrics" and self._may_scrape(scope):
-            scrape = self.metrics.endpoint if scope["method"] == "GET" else _only_get
-            await scrape(scope, receive, send)
+            if scope["method"] == "GET":
+                await self.metrics.endpoint(scope, receive, send)
+            else:
+                await problem_response(405, "/metrics answers GET only.", {"Allow": "GET"})(
+                    scope, receive, send
+                )
             return
         started = time.perf_counter()
         status, sent_bytes, responded = 500, 0, False
@@ -74,7 +78,9 @@ class RequestTelemetry:
             # say) and uvicorn cancelled it: a 503 to retry elsewhere, not uvicorn's bare 500.
             if responded:
                 raise
-            await _cut_short(scope, receive, measure)
+            await problem_response(503, CUT_SHORT, {"Retry-After": "1", "Connection": "close"})(
+                scope, receive, measure
+            )
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
@@ -114,26 +120,6 @@ class RequestTelemetry:
         except ValueError:
             return False
         return address is not None and any(address in net for net in self.metrics_networks)
-
-
-async def _cut_short(scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse(
-        problem_body(503, "The service stopped before this request was answered; retry it."),
-        status_code=503,
-        headers={"Retry-After": "1", "Connection": "close"},
-        media_type="application/problem+json",
-    )
-    await response(scope, receive, send)
-
-
-async def _only_get(scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse(
-        problem_body(405, "/metrics answers GET only."),
-        status_code=405,
-        headers={"Allow": "GET"},
-        media_type="application/problem+json",
-    )
-    await response(scope, receive, send)
 
 
 def _level(status: int) -> int:

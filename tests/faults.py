@@ -7,12 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.servers import free_port
+from tests.servers import free_port, running, wait_for
 
 
 @dataclass
@@ -33,21 +32,11 @@ def proxy_to(target_port: int, *, port: int | None = None) -> Iterator[Proxy]:
     """A running `tests.tcp_proxy` from `port` (any free one) to `127.0.0.1:target_port`;
     killed on the way out."""
     port = port or free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.tcp_proxy", str(port), str(target_port)]
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    command = [sys.executable, "-m", "tests.tcp_proxy", str(port), str(target_port)]
+    with running(command) as process:
+        wait_for(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None,
+            "the proxy",
+            seconds=10,
+        )
         yield Proxy(port, process)
-    finally:
-        process.send_signal(signal.SIGCONT)
-        process.kill()
-        process.wait()

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +103,29 @@ def wait_until_up(server: Server) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError(f"server did not start: {server.output()}")
+
+
+@contextmanager
+def running(command: list[str], log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A process in a session of its own, its output in `log` (or nowhere); killed on the way
+    out, with whatever it started."""
+    with log.open("wb") if log else open(os.devnull, "wb") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for(check: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with suppress(httpx.TransportError, OSError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

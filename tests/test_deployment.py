@@ -23,8 +23,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.installed import CHECKOUT, Installed
-from tests.nginx import nginx, running, wait_for
-from tests.servers import Server, free_port, serve
+from tests.nginx import nginx
+from tests.servers import Server, free_port, running, serve, wait_for
 from tests.stores import postgres_schema
 from users_api.auth import SCOPES, key_file_line
 
