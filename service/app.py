@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gc
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,15 +32,19 @@ from users_api.ratelimit import Limiter, RateLimits
 from users_api.resolver import StoreResolver
 from users_api.served_spec import ServeSpecAsWritten
 from users_api.settings import Settings
-from users_api.store import UserStore
+from users_api.store import StoreUnavailable, UserStore
 from users_api.telemetry import RequestTelemetry
-from users_api.validation import VALIDATOR_MAP, StrictURIParser
+from users_api.validation import StrictURIParser, validator_map
 
 SPEC = files("users_api").joinpath("openapi", "users.yaml")
 """The contract, shipped inside the package (the repo's `openapi/users.yaml`)."""
 APP_CLASSES: dict[str, type[AbstractApp]] = {"flask": FlaskApp, "async": AsyncApp}
 """Both run the same `async def` handlers: `AsyncApp` on its event loop, `FlaskApp` on a loop
 that each of its WSGI threads keeps (see `StoreResolver`)."""
+PREPARE_RETRY_SECONDS = 5
+"""How often a store that could not be prepared at start is tried again."""
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, store: UserStore | None = None) -> AbstractApp:
@@ -60,6 +66,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
             shutdown.push_async_callback(store.close)
             shutdown.callback(resolver.close)
             shutdown.callback(gc.unfreeze)
+            shutdown.callback(asyncio.create_task(_prepared(store)).cancel)
             # What the app built lives as long as it: out of the collector's full passes, which
             # walked all of it every few seconds (some 45 ms each: most of a request's p99).
             gc.collect()
@@ -69,7 +76,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     app = APP_CLASSES[settings.app](
         __name__,
         resolver=resolver,
-        validator_map=VALIDATOR_MAP,
+        validator_map=validator_map(),
         security_map=security_map(settings.load_keys(), _scopes(spec["paths"])),
         lifespan=lifespan,
         middlewares=middlewares(),
@@ -130,6 +137,23 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         on_store_error_seen=lambda error: metrics.store_errors.labels(type(error).__name__).inc(),
     )
     return app
+
+
+async def _prepared(store: UserStore) -> None:
+    """The store prepared (its schema migrated) as the app starts; if its database cannot be
+    reached yet, tried again every `PREPARE_RETRY_SECONDS` while requests get 503."""
+    while True:
+        try:
+            await store.prepare()
+            return
+        except StoreUnavailable as error:
+            logger.warning(
+                "store not ready: %s; trying again in %d s", error.reason, PREPARE_RETRY_SECONDS
+            )
+            await asyncio.sleep(PREPARE_RETRY_SECONDS)
+        except Exception:  # a migration the database refused: the operator must look
+            logger.exception("store could not be prepared; requests get 503 until it is")
+            return
 
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")

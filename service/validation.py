@@ -70,19 +70,45 @@ class SpecSchema:
         ]
 
 
-def compiled(schema: dict[str, Any], kind: type[Draft4Validator]) -> SpecSchema:
-    """Each schema compiled on first use. The spec's schemas are fixed for the app's life; an
-    entry keeps its schema alive, so that its `id` cannot be reused."""
-    key = (id(schema), kind)
-    if key not in _COMPILED:
-        _COMPILED[key] = (schema, SpecSchema(schema, kind))
-    return _COMPILED[key][1]
+class CompiledSchemas:
+    """One app's schemas, each compiled on first use, for as long as the app lives. The spec's
+    schemas are fixed for that long; an entry keeps its schema alive, so that its `id` cannot
+    be reused."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[int, type[Draft4Validator]], tuple[Any, SpecSchema]] = {}
+
+    def __call__(self, schema: dict[str, Any], kind: type[Draft4Validator]) -> SpecSchema:
+        key = (id(schema), kind)
+        if key not in self._compiled:
+            self._compiled[key] = (schema, SpecSchema(schema, kind))
+        return self._compiled[key][1]
 
 
-_COMPILED: dict[tuple[int, type[Draft4Validator]], tuple[dict[str, Any], SpecSchema]] = {}
+def validator_map() -> dict[str, Any]:
+    """Connexion's `validator_map` for one app: its validators share that app's compiled
+    schemas, which go when the app goes (Connexion makes a validator per request, from a class,
+    so the cache is a class attribute of classes made for the app)."""
+    schemas = CompiledSchemas()
+
+    class AppParameterValidator(ParameterValidator):
+        compiled = schemas
+
+    class AppRequestBodyValidator(RequestBodyValidator):
+        compiled = schemas
+
+    return {
+        "parameter": AppParameterValidator,
+        "body": MediaTypeDict({"*/*json": AppRequestBodyValidator}),
+        "response": MediaTypeDict(
+            {"*/*json": ResponseBodyValidator, "text/plain": TextResponseBodyValidator}
+        ),
+    }
 
 
 class RequestBodyValidator(JSONRequestBodyValidator):
+    compiled: CompiledSchemas
+
     async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
         """JSON is UTF-8 (RFC 8259, section 8.1), whatever charset the Content-Type names."""
         raw = b"".join([chunk async for chunk in stream])
@@ -105,20 +131,21 @@ class RequestBodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> None:
         if body is None:
             raise invalid("The request body is missing.", [])
-        errors = compiled(self._schema, Draft4RequestValidator).issues(body)
+        errors = self.compiled(self._schema, Draft4RequestValidator).issues(body)
         if errors:
             raise invalid("The request body is invalid.", errors)
 
 
 class ParameterValidator(StockParameterValidator):
-    @staticmethod
-    def validate_parameter(
-        parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
+    compiled: CompiledSchemas
+
+    def validate_parameter(  # type: ignore[override]  # a method: it reads `compiled`
+        self, parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
     ) -> str | None:
         """The failure's message alone: the stock one appends the whole schema."""
         if value is None:
             return f"{param['name']!r} is required." if param.get("required") else None
-        issues = compiled(param["schema"], Draft4Validator).issues(value)
+        issues = self.compiled(param["schema"], Draft4Validator).issues(value)
         return "; ".join(issue["message"] for issue in issues) or None
 
     def validate_request(self, request: ConnexionRequest) -> None:
@@ -168,15 +195,6 @@ class ResponseBodyValidator(JSONResponseBodyValidator):
     def wrap_send(self, send: Send) -> Send:
         """A HEAD's response has no body to hold to its GET's schema (Flask drops it)."""
         return send if self._scope["method"] == "HEAD" else super().wrap_send(send)
-
-
-VALIDATOR_MAP = {
-    "parameter": ParameterValidator,
-    "body": MediaTypeDict({"*/*json": RequestBodyValidator}),
-    "response": MediaTypeDict(
-        {"*/*json": ResponseBodyValidator, "text/plain": TextResponseBodyValidator}
-    ),
-}
 
 
 MAX_DIGITS = 1000

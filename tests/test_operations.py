@@ -21,6 +21,7 @@ from users_api.handlers import users as users_handlers
 from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store import User, UserStore
 from users_api.store.memory import MemoryStore
+from users_api.validation import SpecSchema
 
 
 def client_with(
@@ -363,3 +364,21 @@ def test_a_handler_that_disagrees_with_its_operation_stops_the_app_at_start(
         f"users_api.handlers.users.update_user: the handler takes {taken}, "
         "the operation declares ['body', 'if_match', 'user_id']"
     )
+
+
+# What an app builds goes with it
+
+
+@pytest.mark.parametrize("flavour", APP_FLAVOURS)
+def test_compiled_schemas_go_with_their_app(flavour: str) -> None:
+    def compiled_alive() -> int:
+        gc.collect()
+        return sum(isinstance(thing, SpecSchema) for thing in gc.get_objects())
+
+    before = compiled_alive()
+    for _ in range(3):
+        client = client_with(store=MemoryStore(), app=flavour)
+        assert client.put("/users/1", json={"username": ""}, headers=AUTH).status_code == 400
+        assert compiled_alive() > before  # this app's body and path schemas
+        del client
+    assert compiled_alive() == before
