@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from users_api.handlers.etags import etag, none_match, versions_in
@@ -16,9 +17,14 @@ def present(user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "username": user.username,
-        "created_at": user.created_at.isoformat(),
-        "updated_at": user.updated_at.isoformat(),
+        "created_at": timestamp(user.created_at),
+        "updated_at": timestamp(user.updated_at),
     }
+
+
+def timestamp(moment: datetime) -> str:
+    """One format on every store: UTC, to the microsecond (`2026-11-28T13:42:03.120000+00:00`)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 async def list_users(

@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             assert isinstance(store, SQLStore)
             _say(f"The database is at schema revision {store.migrate()}.")
         elif args.command == "export":
+            asyncio.run(store.prepare())
             _say(f"Exported {asyncio.run(export_users(store, args.file))} users to {args.file}.")
         elif args.command == "import":
+            asyncio.run(store.prepare())
             _say(f"Imported {_import(store, args.file)} users from {args.file}.")
         else:
             _serve(settings, store, demo=args.demo)
@@ -106,7 +108,7 @@ def _serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
 
 async def _prepare(store: UserStore, *, demo: bool) -> None:
     """Migrate the schema before any worker serves; with `demo`, fill an empty store."""
-    await store.check()
+    await store.prepare()
     if demo and not await store.list(after=0, limit=1):
         for username in DEMO_USERNAMES:
             await store.create(username=username)

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from users_api.store import (
     PreconditionFailed,
+    SchemaNotCurrent,
     StoreError,
     StoreUnavailable,
     UserIdTaken,
@@ -32,6 +33,7 @@ STORE_ERROR_STATUS: dict[type[StoreError], int] = {
     UserIdTaken: 409,
     PreconditionFailed: 412,
     StoreUnavailable: 503,
+    SchemaNotCurrent: 503,
 }
 RETRY_AFTER_SECONDS = 1
 """How long a client should wait after a 503 before it tries again."""

@@ -1,5 +1,10 @@
 """`users-api export` and `import`: users as JSON lines, each line one `User` as the spec
-defines it (what `GET /users/{id}` returns), so an export from one store imports into another."""
+defines it (what `GET /users/{id}` returns), so an export from one store imports into another.
+
+Each line carries the user's `version` too, the ETag's: a tag a client took before the move
+names the same version after it, so `If-Match` with an older one still gets 412, and
+`If-None-Match` never answers 304 for content that changed. A line without one (written by
+hand, say) is version 1."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import yaml
 from jsonschema_rs import Draft4Validator
 
 from users_api.app import SPEC
+from users_api.handlers.etags import MAX_VERSION
 from users_api.handlers.users import present
 from users_api.store import User, UserIdTaken, UsernameTaken, UserStore
 
@@ -35,7 +41,7 @@ async def export_users(store: UserStore, path: Path) -> int:
     try:
         with partial.open("w", encoding="utf-8") as sink:
             while page := await store.list(after=after, limit=PAGE):
-                sink.writelines(json.dumps(present(user)) + "\n" for user in page)
+                sink.writelines(json.dumps(_line(user)) + "\n" for user in page)
                 count, after = count + len(page), page[-1].id
         partial.replace(path)
     finally:
@@ -59,7 +65,7 @@ async def import_users(
 
 def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
     """The file's users, read once; its bad lines, if any, end it with `ImportRejected`."""
-    validator = _user_validator()
+    validator = _line_validator()
     errors: list[str] = []
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
@@ -98,13 +104,17 @@ def _valid_record(line: bytes, validator: Draft4Validator) -> dict[str, Any]:
     return dict(record)
 
 
+def _line(user: User) -> dict[str, Any]:
+    return present(user) | {"version": user.version}
+
+
 def _user(record: dict[str, Any]) -> User:
     return User(
         id=record["id"],
         username=record["username"],
         created_at=_in_utc(record, "created_at"),
         updated_at=_in_utc(record, "updated_at"),
-        version=1,
+        version=record.get("version", 1),
     )
 
 
@@ -133,8 +143,11 @@ def _where_taken(path: Path, error: UserIdTaken | UsernameTaken) -> str:
     return where + (f" (line {numbers[0]} has it too)" if len(numbers) > 1 else "")
 
 
-def _user_validator() -> Draft4Validator:
-    """The spec's `User` schema, as Connexion checks OpenAPI 3.0 schemas (JSON Schema draft 4)."""
+def _line_validator() -> Draft4Validator:
+    """The spec's `User` schema and a `version`, as Connexion checks OpenAPI 3.0 schemas (JSON
+    Schema draft 4)."""
     components = yaml.safe_load(SPEC.read_text())["components"]
-    schema: dict[str, Any] = {"$ref": "#/components/schemas/User", "components": components}
-    return Draft4Validator(schema, validate_formats=True)
+    user = components["schemas"]["User"]
+    version = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
+    schema = user | {"properties": user["properties"] | {"version": version}}
+    return Draft4Validator(schema | {"components": components}, validate_formats=True)

@@ -48,10 +48,24 @@ class PreconditionFailed(StoreError):
 class StoreUnavailable(StoreError):
     """The database cannot be reached, or stayed busy past its timeout: worth a retry."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__("The user store is unavailable; retry shortly.")
+    def __init__(
+        self, reason: str, message: str = "The user store is unavailable; retry shortly."
+    ) -> None:
+        super().__init__(message)
         self.reason = reason
         """What the database said; for the operator's log, not for clients."""
+
+
+class SchemaNotCurrent(StoreUnavailable):
+    """The database's schema is not the one this version needs (yet): it changes only at
+    start (`UserStore.prepare`) or by `users-api migrate`, never on a request's path."""
+
+    def __init__(self, revision: str | None, head: str) -> None:
+        super().__init__(
+            f"the database schema is at revision {revision or '(none)'}, this version needs "
+            f"{head}: it is migrated at start, or run `users-api migrate`",
+            "The user store's schema is not up to date yet; retry shortly.",
+        )
 
 
 class UserStore(Protocol):
@@ -76,8 +90,13 @@ class UserStore(Protocol):
     ) -> None: ...
 
     async def add_all(self, users: Iterable[User]) -> int:
-        """Add users as they are (ids, names, timestamps; version 1), all or none: an id or a
+        """Add users as they are (ids, names, timestamps, versions), all or none: an id or a
         username already taken, or an error raised by `users`, adds none. Returns the count."""
+        ...
+
+    async def prepare(self) -> None:
+        """Make the store ready to serve: bring a database's schema to the newest revision.
+        Called at start (and again while it raises `StoreUnavailable`), never by a request."""
         ...
 
     async def check(self) -> None:

@@ -83,13 +83,16 @@ class MemoryStore:
                 name = user.username.lower()
                 if name in self._ids_by_name or name in ids_by_name:
                     raise UsernameTaken(user.username)
-                added[user.id] = replace(user, version=1)
+                added[user.id] = user
                 ids_by_name[name] = user.id
             self._users.update(added)
             self._ids_by_name.update(ids_by_name)
             self._ordered_ids = sorted([*self._ordered_ids, *added])
             self._last_id = max(self._last_id, *added, 0)
             return len(added)
+
+    async def prepare(self) -> None:
+        pass
 
     async def check(self) -> None:
         pass

@@ -2,7 +2,7 @@
 
 The database keeps the rules: ids come from it and are never reused, a unique index on
 lower(username) settles races between processes, and a conditional write is one
-`UPDATE ... WHERE id = ? AND version IN (...)`.
+`UPDATE ... WHERE id = ? AND version IN (...)`. The schema is its migrations' (migrations/).
 """
 
 from __future__ import annotations
@@ -49,23 +49,27 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from users_api.store import (
     PreconditionFailed,
+    SchemaNotCurrent,
     StoreUnavailable,
     User,
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
 )
-from users_api.store.migrations import upgrade
+from users_api.store.migrations import current, head, upgrade
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in and out; SQLite would hand back naive ones."""
+    """Aware UTC datetimes in and out, whatever the database session's time zone (PostgreSQL
+    answers in its `TimeZone`); SQLite would hand back naive ones, which are UTC."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # The columns queries use; the schema itself (keys, index, constraints) is in migrations/.
@@ -105,7 +109,8 @@ def _in_its_threads(
 
 class SQLStore:
     """Connects lazily: a database that is down at start makes requests fail with
-    `StoreUnavailable` until it is up; the first connection that works migrates the schema."""
+    `StoreUnavailable` until it is up, and one whose schema is behind, with `SchemaNotCurrent`
+    until `prepare` or `users-api migrate` has brought it up to date."""
 
     def __init__(
         self,
@@ -126,10 +131,11 @@ class SQLStore:
         """More than the pool's connections, so that a call waits for a connection inside the
         pool's own timeout (then 503), and a read is not queued behind writers waiting for
         SQLite's write lock."""
-        self._migrated = False
-        self._migrating = threading.Lock()
+        self._timeout_ms = timeout_ms
+        self._schema_current = False
+        """Once seen at the newest revision; a schema is never downgraded under a service."""
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
-        self._busy_timeout_s = sqlite_busy_timeout_ms / 1000
+        self._busy_timeout_ms = sqlite_busy_timeout_ms
         database = self.engine.url.database
         self._file = (
             Path(database).resolve()
@@ -261,15 +267,33 @@ class SQLStore:
             if current != self._opened:
                 raise StoreUnavailable(f"the database file {self._file} was removed or replaced")
 
+    async def prepare(self) -> None:
+        if not self._schema_current:
+            await self._in_thread(self.migrate, None)  # bounded by its lock timeout
+
     def migrate(self) -> str:
-        """Bring the schema to the newest revision now; returns that revision. Not awaited: the
-        CLI calls it before any server runs, and the first connection from the store's threads."""
+        """Bring the schema to the newest revision now, and return it (`users-api migrate`)."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        lock_timeout_ms = self._busy_timeout_ms if sqlite else self._timeout_ms
         with self._unavailable_on_connection_errors():
-            revision = upgrade(self.engine)
+            revision = upgrade(self.engine, lock_timeout_ms=lock_timeout_ms)
+        self._found_current()
+        return revision
+
+    def _require_current_schema(self) -> None:
+        """Refuse to serve from a schema older than this version's; read once it is current."""
+        if self._schema_current:
+            return
+        with self._unavailable_on_connection_errors(), self.engine.connect() as connection:
+            revision = current(connection)
+        if revision != head():
+            raise SchemaNotCurrent(revision, head())
+        self._found_current()
+
+    def _found_current(self) -> None:
         if self._file is not None and self._opened is None:
             self._opened = _identity(self._file)
-        self._migrated = True
-        return revision
+        self._schema_current = True
 
     async def close(self) -> None:
         """Calls not yet started are dropped, later ones are refused with `StoreUnavailable`; the
@@ -299,11 +323,8 @@ class SQLStore:
 
     @contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Connection]:
-        """A connection to the migrated database; in a transaction when `write`."""
-        if not self._migrated:
-            with self._migrating:
-                if not self._migrated:
-                    self.migrate()
+        """A connection to the database; in a transaction when `write`."""
+        self._require_current_schema()
         if write:
             self._refuse_another_file()
         with (
@@ -325,7 +346,7 @@ class SQLStore:
         if self._writers is None:
             yield
             return
-        if not self._writers.acquire(timeout=self._busy_timeout_s):
+        if not self._writers.acquire(timeout=self._busy_timeout_ms / 1000):
             raise StoreUnavailable("database is locked")
         try:
             yield
@@ -403,7 +424,7 @@ def _row(user: User) -> dict[str, Any]:
         "username": user.username,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
-        "version": 1,
+        "version": user.version,
     }
 
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 
@@ -26,9 +27,16 @@ def fresh_store(backend: str, tmp_path: Path) -> Iterator[UserStore]:
         yield MemoryStore()
         return
     with fresh_store_url(backend, tmp_path) as url:
-        store = SQLStore(url)
+        store = migrated(url)
         yield store
         asyncio.run(store.close())
+
+
+def migrated(url: str, **options: Any) -> SQLStore:
+    """A SQL store over a database at the newest schema, as `serve` starts with one."""
+    store = SQLStore(url, **options)
+    store.migrate()
+    return store
 
 
 @contextmanager

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.stores import Blocking, postgres_schema
+from tests.conftest import API_KEY, AUTH
+from tests.stores import Blocking, migrated, postgres_schema
+from users_api.app import create_app
 from users_api.cli import main
+from users_api.settings import Settings
+from users_api.store.migrations import head
 from users_api.store.sql import SQLStore
 
 CREATED = "2026-11-28T13:42:03.123456+00:00"
@@ -30,7 +35,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(
 ) -> None:
     assert main(["migrate", "--store", sqlite_url]) == 0
     assert main(["migrate", "--store", sqlite_url]) == 0
-    assert capsys.readouterr().err.count("schema revision 0001") == 2
+    assert capsys.readouterr().err.count(f"schema revision {head()}.") == 2
 
 
 def test_migrate_reports_an_unreachable_database_with_exit_1(
@@ -54,7 +59,7 @@ def test_database_commands_refuse_the_memory_store(
 def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    source = Blocking(SQLStore(sqlite_url))
+    source = Blocking(migrated(sqlite_url))
     for n in range(2500):
         source.create(username=f"user{n}")
     source.delete(2)
@@ -70,6 +75,26 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
         ]
         assert target.create(username="newcomer").id > users[-1].id
         target.close()
+    source.close()
+
+
+def test_an_etag_taken_before_a_move_is_as_stale_after_it(tmp_path: Path, sqlite_url: str) -> None:
+    source = Blocking(migrated(sqlite_url))
+    source.create(username="cosmo")  # a client keeps its ETag, "1"
+    source.update(1, username="kramer")  # "2"
+    exported = tmp_path / "users.jsonl"
+    assert main(["export", "--store", sqlite_url, str(exported)]) == 0
+    assert json.loads(exported.read_text())["version"] == 2
+    with postgres_schema() as url:
+        assert main(["import", "--store", url, str(exported)]) == 0
+        store = SQLStore(url)
+        client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+        put = functools.partial(client.put, "/users/1", json={"username": "newman"})
+        assert put(headers=AUTH | {"If-Match": '"1"'}).status_code == 412  # no lost update
+        assert client.get("/users/1", headers=AUTH | {"If-None-Match": '"1"'}).status_code == 200
+        assert client.get("/users/1", headers=AUTH | {"If-None-Match": '"2"'}).status_code == 304
+        assert put(headers=AUTH | {"If-Match": '"2"'}).headers["ETag"] == '"3"'
+        asyncio.run(store.close())
     source.close()
 
 
@@ -158,7 +183,7 @@ def test_import_of_a_taken_id_or_username_names_the_line_and_imports_nothing(
     lines: list[str],
     message: str,
 ) -> None:
-    store = SQLStore(sqlite_url)
+    store = migrated(sqlite_url)
     cosmo = asyncio.run(store.create(username="cosmo"))
     source = tmp_path / "users.jsonl"
     source.write_text("\n".join(lines) + "\n")

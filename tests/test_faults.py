@@ -17,7 +17,7 @@ from sqlalchemy import make_url
 
 from tests.faults import Proxy, proxy_to
 from tests.servers import AUTH, Server, serve
-from tests.stores import postgres_schema
+from tests.stores import migrated, postgres_schema
 from users_api.settings import APP_FLAVOURS
 from users_api.store import StoreUnavailable
 from users_api.store.sql import CHECK_EVERY_SECONDS, SQLStore
@@ -125,7 +125,7 @@ def test_with_its_sqlite_file_removed_or_replaced_writes_and_readiness_get_503(
 def test_readiness_asks_the_database_at_most_once_a_second(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}")
+    store = migrated(f"sqlite:///{tmp_path / 'users.db'}")
     asked: list[float] = []
     ask = store._ask
     monkeypatch.setattr(store, "_ask", lambda: (asked.append(time.monotonic()), ask())[1])
@@ -142,7 +142,7 @@ def test_readiness_asks_the_database_at_most_once_a_second(
 
 
 def test_a_failed_readiness_answer_stands_until_the_next_ask(tmp_path: Path) -> None:
-    store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}")
+    store = migrated(f"sqlite:///{tmp_path / 'users.db'}")
     asyncio.run(store.check())
     (tmp_path / "users.db").unlink()
     time.sleep(CHECK_EVERY_SECONDS)
@@ -163,7 +163,7 @@ def _eventually_ok(server: Server) -> bool:
 
 
 def test_a_write_answered_503_for_its_deadline_is_not_applied_after_it(tmp_path: Path) -> None:
-    store = SQLStore(f"sqlite:///{tmp_path / 'users.db'}", timeout_ms=200)
+    store = migrated(f"sqlite:///{tmp_path / 'users.db'}", timeout_ms=200)
     asyncio.run(store.check())
     turn = store._writers
     assert turn is not None

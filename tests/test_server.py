@@ -31,9 +31,11 @@ from tests.servers import (
     assert_the_seeds_put_answers_200_400_and_404,
     free_port,
     serve,
+    wait_for,
     wait_until_up,
 )
 from tests.stores import fresh_store_url, postgres_schema
+from users_api.app import PREPARE_RETRY_SECONDS
 from users_api.auth import key_file_line
 from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store.sql import CHECK_EVERY_SECONDS
@@ -386,8 +388,13 @@ def test_readyz_answers_503_until_the_database_is_reachable_then_200(tmp_path: P
             assert (not_ready.status_code, not_ready.headers["retry-after"]) == (503, "1")
             assert (write.status_code, write.headers["retry-after"]) == (503, "1")
             with proxy_to(database.port or 5432, port=port):
-                time.sleep(CHECK_EVERY_SECONDS)  # past the last readiness answer
-                assert httpx.get(f"{server.url}/readyz").status_code == 200
+                # The schema is migrated by the start's next try, not by a request.
+                wait_for(
+                    lambda: httpx.get(f"{server.url}/readyz").status_code == 200,
+                    "readiness",
+                    seconds=PREPARE_RETRY_SECONDS + CHECK_EVERY_SECONDS + 2,
+                )
+                assert "store not ready" in server.output()
                 write = httpx.post(f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH)
                 assert write.status_code == 201
 

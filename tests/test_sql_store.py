@@ -10,16 +10,22 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, make_url, text
 
 from tests.conftest import AUTH, assert_problem
-from tests.stores import fresh_store_url, postgres_schema
+from tests.stores import POSTGRES_URL, Blocking, fresh_store_url, migrated, postgres_schema
 from users_api.app import create_app
+from users_api.cli import main
+from users_api.handlers.users import present
 from users_api.settings import Settings
-from users_api.store import StoreUnavailable, User
+from users_api.store import StoreUnavailable, User, UsernameTaken
+from users_api.store.memory import MemoryStore
+from users_api.store.migrations import MIGRATION_LOCK, head
 from users_api.store.sql import SQLStore
 
 
@@ -121,7 +127,7 @@ def test_sqlite_synchronous_follows_the_setting(sqlite_url: str, setting: str, p
 def test_the_postgresql_pool_opens_at_most_pool_size_connections() -> None:
     name = f"pool-{uuid.uuid4().hex[:8]}"
     with postgres_schema() as url:
-        store = SQLStore(f"{url}&application_name={name}", pool_size=3)
+        store = migrated(f"{url}&application_name={name}", pool_size=3)
         user = asyncio.run(store.create(username="cosmo"))
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda _: asyncio.run(store.get(user.id)), range(400)))
@@ -141,9 +147,127 @@ def test_migrations_started_together_apply_once(tmp_path: Path, backend: str) ->
         runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(4)]
         outputs = [run.communicate(timeout=60)[1] for run in runs]
         assert [run.returncode for run in runs] == [0] * 4, outputs
-        assert all("schema revision 0001" in output for output in outputs)
+        assert all(f"schema revision {head()}." in output for output in outputs)
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as connection:
             revisions = connection.execute(text("SELECT version_num FROM alembic_version"))
-            assert revisions.all() == [("0001",)]
+            assert revisions.all() == [(head(),)]
         engine.dispose()
+
+
+def test_a_user_reads_back_the_same_from_every_store_whatever_postgresqls_time_zone(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL's session answers in New York time here; every store renders UTC, to the
+    microsecond, in one format (`present` is what responses and exports show)."""
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds: six digits anyway
+    user = User(7, "cosmo", moment, moment + timedelta(microseconds=120), version=3)
+    with (
+        fresh_store_url("sqlite", tmp_path) as sqlite,
+        fresh_store_url("postgresql", tmp_path) as postgresql,
+    ):
+        new_york = postgresql.replace("options=", "options=-cTimeZone%3DAmerica/New_York%20")
+        stores = {
+            "memory": MemoryStore(),
+            "sqlite": migrated(sqlite),
+            "postgresql": migrated(new_york),
+        }
+        with stores["postgresql"].engine.connect() as connection:
+            assert connection.execute(text("SHOW TimeZone")).scalar() == "America/New_York"
+        shown = {}
+        for backend, store in stores.items():
+            asyncio.run(store.add_all([user]))
+            shown[backend] = present(asyncio.run(store.get(7)))
+            asyncio.run(store.close())
+    assert shown["memory"] == shown["sqlite"] == shown["postgresql"]
+    assert shown["postgresql"]["created_at"] == "2026-01-02T03:04:05.000000+00:00"
+    assert shown["postgresql"]["updated_at"] == "2026-01-02T03:04:05.000120+00:00"
+
+
+@pytest.fixture
+def turkish_database() -> Iterator[str]:
+    """A database of its own whose default collation is ICU's Turkish, where lower('I') is a
+    dotless i."""
+    name = f"test_tr_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(
+            text(
+                f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8' "
+                "LOCALE_PROVIDER icu ICU_LOCALE 'tr-TR'"
+            )
+        )
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def test_usernames_are_unique_ignoring_case_whatever_the_database_collation(
+    turkish_database: str,
+) -> None:
+    store = migrated(turkish_database)
+    with store.engine.connect() as connection:  # the collation would split IVAN from ivan
+        assert connection.execute(text("SELECT lower('IVAN') <> 'ivan'")).scalar()
+    blocking = Blocking(store)
+    ivan = blocking.create(username="IVAN")
+    with pytest.raises(UsernameTaken):
+        blocking.create(username="ivan")
+    assert blocking.list(after=0, limit=10, username="ivan") == [ivan]
+    blocking.close()
+
+
+def test_a_request_never_migrates_the_schema_and_gets_503_saying_so(sqlite_url: str) -> None:
+    """Nothing prepared this store (the app's start would): its database is still empty."""
+    client = create_app(Settings(api_keys=("test-key",)), store=SQLStore(sqlite_url)).test_client()
+    problem = assert_problem(client.post("/users", json={"username": "cosmo"}, headers=AUTH), 503)
+    assert problem["detail"] == "The user store's schema is not up to date yet; retry shortly."
+    assert client.get("/readyz").status_code == 503
+    engine = create_engine(sqlite_url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
+
+
+def test_the_app_migrates_its_store_as_it_starts(sqlite_url: str) -> None:
+    app = create_app(Settings(api_keys=("test-key",)), store=SQLStore(sqlite_url))
+    with app.test_client() as client:  # runs the app's lifespan
+        deadline = time.monotonic() + 5
+        while (status := client.get("/readyz").status_code) != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == 200
+        assert client.post("/users", json={"username": "cosmo"}, headers=AUTH).status_code == 201
+
+
+@contextmanager
+def migration_lock(backend: str, url: str) -> Iterator[None]:
+    """Another process's hold on what a migration must take first."""
+    if backend == "postgresql":
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as connection:
+            connection.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            yield
+        engine.dispose()
+    else:
+        other = sqlite3.connect(make_url(url).database or "", isolation_level=None)
+        other.execute("PRAGMA journal_mode=WAL")  # as the service opens it
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.rollback()
+        other.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_migration_waits_for_a_lock_in_bounded_time_then_says_why(
+    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bound = ["--sqlite-busy-timeout-ms" if backend == "sqlite" else "--store-timeout-ms", "500"]
+    with fresh_store_url(backend, tmp_path) as url, migration_lock(backend, url):
+        started = time.monotonic()
+        assert main(["migrate", "--store", url, *bound]) == 1
+        waited = time.monotonic() - started
+    assert 0.5 <= waited < 3
+    assert "the schema migration waited 500 ms for a lock" in capsys.readouterr().err

@@ -162,13 +162,11 @@ def imported(user_id: int, username: str) -> User:
     return User(user_id, username, created, created.replace(year=2026), version=7)
 
 
-def test_add_all_keeps_ids_and_timestamps_and_starts_at_version_1(backend: Blocking) -> None:
-    cosmo, elaine = imported(5, "cosmo"), imported(3, "elaine")
+def test_add_all_keeps_ids_timestamps_and_versions(backend: Blocking) -> None:
+    cosmo, elaine = imported(5, "cosmo"), replace(imported(3, "elaine"), version=1)
     assert backend.add_all(iter([cosmo, elaine])) == 2
-    assert backend.list(after=0, limit=10) == [
-        replace(elaine, version=1),
-        replace(cosmo, version=1),
-    ]
+    assert backend.list(after=0, limit=10) == [elaine, cosmo]
+    assert backend.update(5, username="cosmo", expected_versions={7}).version == 8
 
 
 def test_ids_added_are_never_handed_out_again(backend: Blocking) -> None:

@@ -1,0 +1,28 @@
+"""Compare usernames in the "C" collation on PostgreSQL, whatever the database's default.
+
+The unique index on lower(username) is what makes names unique ignoring case, and lower()
+follows the collation: under a Turkish one, lower('IVAN') has a dotless i, so 'IVAN' and 'ivan'
+would both be taken while the service, lowering in Python, calls them one name. In "C",
+lower() maps A-Z to a-z only, as Python does for the ASCII names the spec allows. Changing
+the column's collation rebuilds the index in it. SQLite's lower() is ASCII-only already.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column(
+            "users",
+            "username",
+            type_=sa.String(64, collation="C"),
+            existing_type=sa.String(64),
+            existing_nullable=False,
+        )
