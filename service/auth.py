@@ -181,7 +181,6 @@ class ApiKeyBearer(BearerSecurityHandler):
         if needed is not None and needed not in found.granted:
             raise ProblemException(
                 status=403,
-                title="Forbidden",
                 detail=f"This API key lacks the scope {needed}.",
                 headers={
                     "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'

@@ -16,6 +16,9 @@ integer in a path below the 4,300 digits past which Python refuses to convert on
 the router, before any validation)."""
 
 CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""No path of the API holds a control character; Connexion's router and Flask's disagree on
+whether a path segment may (a 500 between them)."""
 
 
 class RequestFraming:
@@ -23,7 +26,8 @@ class RequestFraming:
     `max_bytes` with 413 (by Content-Length, and by counting the bytes of a chunked one) and a
     body without a Content-Type with 415, then passes the body on with an exact
     Content-Length: Connexion validates a body only when one is declared. A second
-    Content-Type is a 400; a path with an empty segment (`//users/1`, `/users/1/`) is a 404.
+    Content-Type is a 400; a path with an empty segment (`//users/1`, `/users/1/`) or a control
+    character (`/problems/a%0Ab`) is a 404.
     (The console's files under /ui/ are answered before this, by Swagger UI's middleware.)
     """
 
@@ -39,15 +43,17 @@ class RequestFraming:
         if len(path) + len(scope["query_string"]) > MAX_TARGET_BYTES:
             raise ProblemException(
                 status=414,
-                title="URI Too Long",
                 detail=f"The request target is longer than {MAX_TARGET_BYTES} bytes.",
+            )
+        if CONTROL.search(scope["path"]):
+            raise ProblemException(
+                status=404, detail="No resource has a control character in its path."
             )
         if "//" in scope["path"] or (scope["path"].endswith("/") and scope["path"] != "/"):
             # Not the path without the extra slash: the routers would redirect there, to
             # whichever host the client's `Host` header names.
             raise ProblemException(
                 status=404,
-                title="Not Found",
                 detail="No resource has a path with an empty segment.",
             )
         headers = Headers(scope=scope)
@@ -93,7 +99,6 @@ class RequestFraming:
     def _too_large(self) -> ProblemException:
         return ProblemException(
             status=413,
-            title="Content Too Large",
             detail=f"The request body is larger than {self.max_bytes} bytes.",
         )
 

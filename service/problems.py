@@ -1,4 +1,5 @@
-"""Every error the service answers, as one RFC 9457 `application/problem+json` shape."""
+"""Every error the service answers, as one RFC 9457 `application/problem+json` shape, its kind
+(`type` and `title`) from the catalogue in handlers/problem_types.py."""
 
 from __future__ import annotations
 
@@ -15,33 +16,59 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from users_api.handlers.problem_types import (
+    CONTENT_TOO_LARGE,
+    INSUFFICIENT_SCOPE,
+    PRECONDITION_FAILED,
+    PROBLEM_TYPES,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    USER_NOT_FOUND,
+    USERNAME_TAKEN,
+    VALIDATION,
+    ProblemType,
+)
 from users_api.store import (
     PreconditionFailed,
-    SchemaNotCurrent,
     StoreError,
     StoreUnavailable,
-    UserIdTaken,
     UsernameTaken,
     UserNotFound,
 )
 
 logger = logging.getLogger(__name__)
 
-STORE_ERROR_STATUS: dict[type[StoreError], int] = {
-    UserNotFound: 404,
-    UsernameTaken: 409,
-    UserIdTaken: 409,
-    PreconditionFailed: 412,
-    StoreUnavailable: 503,
-    SchemaNotCurrent: 503,
+KIND_OF_STATUS = {
+    kind.status: kind
+    for kind in (
+        VALIDATION,
+        UNAUTHORIZED,
+        INSUFFICIENT_SCOPE,
+        CONTENT_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        RATE_LIMITED,
+        UNAVAILABLE,
+    )
 }
+"""The kind of a problem that names none (Connexion's own, Starlette's): each of these statuses
+means one thing here."""
+KIND_OF_STORE_ERROR: dict[type[StoreError], ProblemType] = {
+    UserNotFound: USER_NOT_FOUND,
+    UsernameTaken: USERNAME_TAKEN,
+    PreconditionFailed: PRECONDITION_FAILED,
+    StoreUnavailable: UNAVAILABLE,
+}
+RFC_9110_TITLES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
+"""Where Python's `HTTPStatus` still has the phrase that RFC 9110 replaced."""
 RETRY_AFTER_SECONDS = 1
 """How long a client should wait after a 503 before it tries again."""
 
 
 def invalid(detail: str, errors: Sequence[Mapping[str, str]]) -> ProblemException:
     """A 400 that lists every failing field."""
-    return ProblemException(status=400, title="Bad Request", detail=detail, ext={"errors": errors})
+    return ProblemException(status=400, type=VALIDATION.uri, detail=detail, ext={"errors": errors})
 
 
 def problem(
@@ -49,10 +76,11 @@ def problem(
     status: int,
     detail: str,
     *,
-    errors: Sequence[Mapping[str, str]] | None = None,
+    kind: ProblemType | None = None,
+    extensions: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> ConnexionResponse:
-    body = problem_body(status, detail, errors)
+    body = problem_body(status, detail, kind, extensions)
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
@@ -66,18 +94,22 @@ def problem(
 
 
 def problem_body(
-    status: int, detail: str, errors: Sequence[Mapping[str, str]] | None = None
+    status: int,
+    detail: str,
+    kind: ProblemType | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The problem's JSON: `instance` names the request by its id."""
+    """The problem's JSON: `kind`, else the one its status means, else `about:blank`;
+    `instance` names the request by its id; `extensions` (`errors`, say) follow."""
+    kind = kind or KIND_OF_STATUS.get(status)
     body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "type": kind.uri if kind else "about:blank",
+        "title": kind.title if kind else RFC_9110_TITLES.get(status, HTTPStatus(status).phrase),
         "status": status,
         "detail": detail,
         "instance": f"urn:request:{correlation_id.get()}",
     }
-    if errors:
-        body["errors"] = list(errors)
+    body.update({name: value for name, value in (extensions or {}).items() if value})
     return body
 
 
@@ -101,17 +133,29 @@ def install_error_handlers(
 
     def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, ProblemException)
-        errors = (exc.ext or {}).get("errors")
-        return problem(request, exc.status, str(exc.detail), errors=errors, headers=exc.headers)
+        kind = PROBLEM_TYPES.get(str(exc.type).removeprefix("/problems/"))
+        return problem(
+            request, exc.status, str(exc.detail), kind=kind, extensions=exc.ext, headers=exc.headers
+        )
 
     def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, StoreError)
         on_store_error_seen(exc)
-        headers = {}
+        kind = next(
+            (KIND_OF_STORE_ERROR[cls] for cls in type(exc).__mro__ if cls in KIND_OF_STORE_ERROR),
+            None,
+        )
+        if kind is None:  # not one a request can meet (an import's clash of ids)
+            return on_unexpected(request, exc)
+        headers, extensions = {}, {}
         if isinstance(exc, StoreUnavailable):
             logger.warning("store unavailable: %s", exc.reason)
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return problem(request, STORE_ERROR_STATUS[type(exc)], str(exc), headers=headers)
+        if isinstance(exc, UsernameTaken) and exc.holder is not None:
+            extensions["holder"] = f"/users/{exc.holder}"  # any key that may write may read
+        return problem(
+            request, kind.status, str(exc), kind=kind, extensions=extensions, headers=headers
+        )
 
     def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)

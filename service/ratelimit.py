@@ -143,7 +143,6 @@ class RateLimits:
                 wait = max(1, math.ceil(stats.reset_time - time.time()))
                 raise ProblemException(
                     status=429,
-                    title="Too Many Requests",
                     detail=f"More than {item} from this {_WHO[kind]}; retry in {wait} s.",
                     headers={
                         "Retry-After": str(wait),

@@ -29,9 +29,11 @@ class UserNotFound(StoreError):
 
 
 class UsernameTaken(StoreError):
-    def __init__(self, username: str) -> None:
+    def __init__(self, username: str, holder: int | None = None) -> None:
         super().__init__(f"The username {username!r} is taken.")
         self.username = username
+        self.holder = holder
+        """The id of the user who has it, where the store knows."""
 
 
 class UserIdTaken(StoreError):

@@ -111,5 +111,5 @@ class MemoryStore:
 
     def _claim(self, username: str) -> None:
         """Refuse a username another user has; call with the lock held."""
-        if username.lower() in self._ids_by_name:
-            raise UsernameTaken(username)
+        if (holder := self._ids_by_name.get(username.lower())) is not None:
+            raise UsernameTaken(username, holder)

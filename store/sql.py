@@ -356,11 +356,18 @@ class SQLStore:
     @contextmanager
     def _writing(self, username: str) -> Iterator[Connection]:
         """A write transaction in which the unique index's refusal means `UsernameTaken`."""
-        with self._connect(write=True) as connection:
-            try:
+        try:
+            with self._connect(write=True) as connection:
                 yield connection
-            except IntegrityError as error:
-                raise UsernameTaken(username) from error
+        except IntegrityError as error:
+            raise UsernameTaken(username, self._holder(username)) from error
+
+    def _holder(self, username: str) -> int | None:
+        """Who has `username` now (after the refused transaction: it may have gone since)."""
+        with self._unavailable_on_connection_errors(), self.engine.connect() as connection:
+            return connection.execute(
+                select(users.c.id).where(func.lower(users.c.username) == username.lower())
+            ).scalar()
 
     @staticmethod
     @contextmanager

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from tests.installed import Installed, build_and_install
 from tests.stores import fresh_store
 from users_api.app import create_app
+from users_api.handlers.problem_types import PROBLEM_TYPES, ProblemType
 from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store import UserStore
 
@@ -47,12 +48,19 @@ def client(app: AbstractApp) -> TestClient:
     return app.test_client(client=("127.0.0.1", 50000))
 
 
-def assert_problem(response: Response, status: int) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with this status; returns its body."""
+def assert_problem(
+    response: Response, status: int, kind: ProblemType | None = None
+) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status, of `kind` if given (else of a kind
+    with this status, or `about:blank`); returns its body."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem: dict[str, Any] = response.json()
     assert problem["status"] == status
-    assert problem["type"] == "about:blank"
+    if kind is not None:
+        assert (problem["type"], problem["title"]) == (kind.uri, kind.title)
+    elif problem["type"] != "about:blank":
+        kind = PROBLEM_TYPES[problem["type"].removeprefix("/problems/")]
+        assert (kind.status, problem["title"]) == (status, kind.title)
     assert problem["title"]
     return problem

@@ -27,6 +27,7 @@ from tests.nginx import nginx
 from tests.servers import Server, free_port, running, serve, wait_for
 from tests.stores import postgres_schema
 from users_api.auth import SCOPES, key_file_line
+from users_api.handlers.problem_types import CONTENT_TOO_LARGE
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 REDIS = "redis://127.0.0.1:6379"
@@ -93,7 +94,8 @@ def assert_nginx_guards_the_instances(url: str, instances: list[Server]) -> None
     assert (hidden.status_code, hidden.headers["content-type"]) == (404, PROBLEM)
     too_large = httpx.post(f"{url}/users", content=b"x" * 20_000, headers=AUTH)
     assert (too_large.status_code, too_large.headers["content-type"]) == (413, PROBLEM)
-    assert too_large.json()["title"] == "Content Too Large"
+    assert too_large.json()["type"] == CONTENT_TOO_LARGE.uri  # as the instances answer it
+    assert too_large.json()["title"] == CONTENT_TOO_LARGE.title
     forged = {"X-Forwarded-For": "203.0.113.9", "X-Request-ID": "forged-xff"}
     assert httpx.get(f"{url}/healthz", headers=forged).status_code == 200
     time.sleep(0.2)

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from tests.conftest import assert_problem
 from users_api.app import create_app
 from users_api.auth import KeyFileError, read_key_file
+from users_api.handlers.problem_types import INSUFFICIENT_SCOPE
 from users_api.settings import APP_FLAVOURS, Settings, SettingsError
 from users_api.store.memory import MemoryStore
 
@@ -131,7 +132,7 @@ def test_a_read_key_that_writes_gets_403_naming_the_scope(
     client: TestClient, method: str, path: str, body: dict[str, str]
 ) -> None:
     response = client.request(method, path, json=body, headers=bearer(READER))
-    problem = assert_problem(response, 403)
+    problem = assert_problem(response, 403, INSUFFICIENT_SCOPE)
     assert problem["detail"] == "This API key lacks the scope users:write."
     assert response.headers["www-authenticate"] == (
         'Bearer error="insufficient_scope", scope="users:write"'
