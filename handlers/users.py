@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from users_api.handlers.etags import etag, none_match, versions_in
-from users_api.store import User, UserStore
+from users_api.store import IdempotencyKey, User, UserStore
 
 Response = tuple[Any, int, dict[str, str]]
 JSON = {"Content-Type": "application/json"}
@@ -38,9 +40,25 @@ async def list_users(
     return body, 200, dict(JSON)
 
 
-async def create_user(body: dict[str, str], *, store: UserStore) -> Response:
-    user = await store.create(username=body["username"])
-    return present(user), 201, {"Location": f"/users/{user.id}", "ETag": etag(user)} | JSON
+async def create_user(
+    body: dict[str, str], *, store: UserStore, user: str, idempotency_key: str | None = None
+) -> Response:
+    """`user` is the API key's name: an idempotency key is that client's own."""
+    if idempotency_key is None:
+        created, replayed = await store.create(username=body["username"]), False
+    else:
+        key = IdempotencyKey(user, idempotency_key, fingerprint(body))
+        created, replayed = await store.create_once(username=body["username"], key=key)
+    headers = {"Location": f"/users/{created.id}", "ETag": etag(created)} | JSON
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return present(created), 201, headers
+
+
+def fingerprint(body: dict[str, str]) -> str:
+    """The body's digest, however its JSON was spaced or ordered."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 async def get_user(user_id: int, *, store: UserStore, if_none_match: str | None = None) -> Response:

@@ -93,7 +93,13 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
             position=MiddlewarePosition.BEFORE_EXCEPTION,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "Idempotency-Key",
+            ],
             expose_headers=[*EXPOSED_HEADERS],
         )
     app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
@@ -162,6 +168,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 EXPOSED_HEADERS = (
     "ETag",
     "Location",
+    "Idempotent-Replayed",
     "X-Request-ID",
     "Retry-After",
     "RateLimit-Limit",

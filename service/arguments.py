@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
+from connexion.context import context
 from connexion.decorators.parameter import pythonic
 from connexion.operations import AbstractOperation
 from connexion.utils import coerce_type
 
 INJECTED = frozenset({"store"})
 """Handler parameters the app supplies itself (see `StoreResolver`), not the request."""
+CALLER = "user"
+"""The handler parameter that gets the name of the request's API key, as Connexion's security
+put it in the request's context."""
 
 
 class HandlerMismatch(Exception):
@@ -29,7 +33,8 @@ class HandlerArguments:
     Each path, query and header parameter the operation declares comes under its Python name
     (`If-Match` is `if_match`), coerced to its schema's type as Connexion coerces it; a query
     parameter that is absent gets its schema's default, or none; the JSON body comes as `body`
-    (or the operation's `x-body-name`). Connexion's validation has passed them all already.
+    (or the operation's `x-body-name`), and the API key's name as `user` to a handler that takes
+    it. Connexion's validation has passed them all already.
     """
 
     def __init__(self, operation: AbstractOperation, handler: Callable[..., Any]) -> None:
@@ -49,6 +54,7 @@ class HandlerArguments:
             elif parameter["in"] == "header":
                 self.headers[argument] = name
         self.body = pythonic(operation.body_name("")) if operation.is_request_body_defined else None
+        self.caller = CALLER in inspect.signature(handler).parameters
         self._check(handler)
 
     def of(self, request: Any, body: Any) -> dict[str, Any]:
@@ -70,12 +76,14 @@ class HandlerArguments:
                 arguments[argument] = headers.get(name)
         if self.body is not None:
             arguments[self.body] = body
+        if self.caller:
+            arguments[CALLER] = cast(dict[str, Any], context).get(CALLER)  # a proxy to one
         return arguments
 
     def _check(self, handler: Callable[..., Any]) -> None:
         """Refuse, at start, a handler that takes a parameter the operation does not declare
         (it would always get its default) or ignores one it does."""
-        taken = set(inspect.signature(handler).parameters) - INJECTED
+        taken = set(inspect.signature(handler).parameters) - INJECTED - {CALLER}
         declared = {
             *(argument for argument, _ in self.path.values()),
             *(argument for argument, _ in self.query.values()),

@@ -188,6 +188,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a request waits on the database, connecting and queuing for a "
         "connection included, before it answers 503 (USERS_STORE_TIMEOUT_MS; 5000)",
     )
+    store.add_argument(
+        "--idempotency-retention-hours",
+        type=int,
+        help="how long a create's Idempotency-Key is remembered: a retry within it gets the "
+        "first answer (USERS_IDEMPOTENCY_RETENTION_HOURS; 24)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",

@@ -18,6 +18,8 @@ from starlette.responses import Response
 
 from users_api.handlers.problem_types import (
     CONTENT_TOO_LARGE,
+    IDEMPOTENCY_KEY_IN_USE,
+    IDEMPOTENCY_KEY_REUSED,
     INSUFFICIENT_SCOPE,
     PRECONDITION_FAILED,
     PROBLEM_TYPES,
@@ -31,6 +33,8 @@ from users_api.handlers.problem_types import (
     ProblemType,
 )
 from users_api.store import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
@@ -59,11 +63,14 @@ KIND_OF_STORE_ERROR: dict[type[StoreError], ProblemType] = {
     UsernameTaken: USERNAME_TAKEN,
     PreconditionFailed: PRECONDITION_FAILED,
     StoreUnavailable: UNAVAILABLE,
+    IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
+    IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
 }
 RFC_9110_TITLES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
 """Where Python's `HTTPStatus` still has the phrase that RFC 9110 replaced."""
 RETRY_AFTER_SECONDS = 1
-"""How long a client should wait after a 503 before it tries again."""
+"""How long a client should wait after a 503, or a 409 for a request still in flight, before it
+tries again."""
 
 
 def invalid(detail: str, errors: Sequence[Mapping[str, str]]) -> ProblemException:
@@ -150,6 +157,7 @@ def install_error_handlers(
         headers, extensions = {}, {}
         if isinstance(exc, StoreUnavailable):
             logger.warning("store unavailable: %s", exc.reason)
+        if isinstance(exc, StoreUnavailable | IdempotencyKeyInUse):
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if isinstance(exc, UsernameTaken) and exc.holder is not None:
             extensions["holder"] = f"/users/{exc.holder}"  # any key that may write may read

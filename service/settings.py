@@ -33,6 +33,7 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 5000
     store_timeout_ms: int = 5000
+    idempotency_retention_hours: int = 24
     workers: int = 1
     api_keys: tuple[str, ...] = ()
     api_keys_file: str = ""
@@ -65,6 +66,11 @@ class Settings:
             )
         if self.store_timeout_ms < 1:
             raise SettingsError(f"store_timeout_ms must be at least 1, not {self.store_timeout_ms}")
+        if self.idempotency_retention_hours < 1:
+            raise SettingsError(
+                "idempotency_retention_hours must be at least 1, "
+                f"not {self.idempotency_retention_hours}"
+            )
         if self.workers < 1:
             raise SettingsError(f"workers must be at least 1, not {self.workers}")
         if self.max_body_bytes < 1:
@@ -124,6 +130,7 @@ class Settings:
             sqlite_synchronous=self.sqlite_synchronous,
             sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
             timeout_ms=self.store_timeout_ms,
+            idempotency_retention_hours=self.idempotency_retention_hours,
         )
 
     @classmethod

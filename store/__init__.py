@@ -19,6 +19,16 @@ class User:
     """Grows by one on every write; the ETag is made from it."""
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A client's `Idempotency-Key` for one create: its key's name, the key, and a digest of
+    the request's body, which must be the same each time the key is sent."""
+
+    owner: str
+    key: str
+    fingerprint: str
+
+
 class StoreError(Exception):
     """A request the store refused; each subclass is one reason."""
 
@@ -40,6 +50,16 @@ class UserIdTaken(StoreError):
     def __init__(self, user_id: int) -> None:
         super().__init__(f"User {user_id} exists already.")
         self.user_id = user_id
+
+
+class IdempotencyKeyReused(StoreError):
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was sent before with a different request body.")
+
+
+class IdempotencyKeyInUse(StoreError):
+    def __init__(self) -> None:
+        super().__init__("A request with this Idempotency-Key is still being answered.")
 
 
 class PreconditionFailed(StoreError):
@@ -76,6 +96,14 @@ class UserStore(Protocol):
     `PreconditionFailed`), checked and written atomically."""
 
     async def create(self, *, username: str) -> User: ...
+
+    async def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
+        """`create`, once for `key`: the user and False the first time; within the store's
+        retention of keys, the same user as created then and True for each repeat, whatever
+        happened to it since. A repeat with another fingerprint raises `IdempotencyKeyReused`;
+        one while the first is still running waits for it or raises `IdempotencyKeyInUse`. A
+        create that fails (a taken username, say) keeps nothing: a retry runs it again."""
+        ...
 
     async def get(self, user_id: int) -> User: ...
 
@@ -119,6 +147,7 @@ def open_store(
     sqlite_synchronous: str = "FULL",
     sqlite_busy_timeout_ms: int = 5000,
     timeout_ms: int = 5000,
+    idempotency_retention_hours: int = 24,
 ) -> UserStore:
     """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`.
 
@@ -128,7 +157,7 @@ def open_store(
     if scheme == "memory":
         from users_api.store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(idempotency_retention_hours=idempotency_retention_hours)
     if scheme in {"sqlite", "postgresql"}:
         from users_api.store.sql import SQLStore
 
@@ -138,6 +167,7 @@ def open_store(
             sqlite_synchronous=sqlite_synchronous,
             sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
             timeout_ms=timeout_ms,
+            idempotency_retention_hours=idempotency_retention_hours,
         )
     raise UnknownStoreURL(
         f"unknown store URL {url!r}: expected memory://, sqlite:///PATH or postgresql://..."

@@ -6,9 +6,17 @@ import bisect
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from users_api.store import PreconditionFailed, User, UserIdTaken, UsernameTaken, UserNotFound
+from users_api.store import (
+    IdempotencyKey,
+    IdempotencyKeyReused,
+    PreconditionFailed,
+    User,
+    UserIdTaken,
+    UsernameTaken,
+    UserNotFound,
+)
 
 
 class MemoryStore:
@@ -17,23 +25,32 @@ class MemoryStore:
     with its loop) too, and makes a conditional write check and write in one step. Lookups by
     id and by username are O(1); a page is O(log n + limit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, idempotency_retention_hours: int = 24) -> None:
         self._lock = threading.Lock()
         self._users: dict[int, User] = {}
         self._ids_by_name: dict[str, int] = {}
         self._ordered_ids: list[int] = []
         self._last_id = 0
+        self._retention = timedelta(hours=idempotency_retention_hours)
+        self._created_once: dict[tuple[str, str], tuple[str, User]] = {}
+        """Each idempotency key's fingerprint and the user it created, oldest first."""
 
     async def create(self, *, username: str) -> User:
         with self._lock:
-            self._claim(username)
-            self._last_id += 1
-            now = datetime.now(UTC)
-            user = User(self._last_id, username, now, now, version=1)
-            self._users[user.id] = user
-            self._ids_by_name[username.lower()] = user.id
-            self._ordered_ids.append(user.id)
-            return user
+            return self._create(username)
+
+    async def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
+        """Never in flight: the lock makes each call one step."""
+        with self._lock:
+            self._forget_expired_keys()
+            if (found := self._created_once.get((key.owner, key.key))) is not None:
+                fingerprint, user = found
+                if fingerprint != key.fingerprint:
+                    raise IdempotencyKeyReused()
+                return user, True
+            user = self._create(username)
+            self._created_once[key.owner, key.key] = key.fingerprint, user
+            return user, False
 
     async def get(self, user_id: int) -> User:
         with self._lock:
@@ -99,6 +116,26 @@ class MemoryStore:
 
     async def close(self) -> None:
         pass
+
+    def _create(self, username: str) -> User:
+        """Call with the lock held."""
+        self._claim(username)
+        self._last_id += 1
+        now = datetime.now(UTC)
+        user = User(self._last_id, username, now, now, version=1)
+        self._users[user.id] = user
+        self._ids_by_name[username.lower()] = user.id
+        self._ordered_ids.append(user.id)
+        return user
+
+    def _forget_expired_keys(self) -> None:
+        """Drop the keys older than the retention, which are the first; call with the lock held."""
+        expired = datetime.now(UTC) - self._retention
+        while self._created_once:
+            oldest = next(iter(self._created_once))
+            if self._created_once[oldest][1].created_at > expired:
+                return
+            del self._created_once[oldest]
 
     def _current(self, user_id: int, expected_versions: Collection[int] | None) -> User:
         """The user, if it exists and its version is expected; call with the lock held."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
@@ -48,6 +48,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from users_api.store import (
+    IdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     PreconditionFailed,
     SchemaNotCurrent,
     StoreUnavailable,
@@ -82,6 +85,16 @@ users = Table(
     Column("updated_at", UTCDateTime()),
     Column("version", Integer),
 )
+idempotency_keys = Table(
+    "idempotency_keys",
+    MetaData(),
+    Column("owner", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64)),
+    Column("user_id", BigInteger),
+    Column("username", String(64)),
+    Column("created_at", UTCDateTime()),
+)
 
 
 P = ParamSpec("P")
@@ -90,6 +103,10 @@ THREADS = 40
 """The store's threads, as many as Starlette's thread pool had for the sync handlers before."""
 CHECK_EVERY_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 1.0
+FORGET_KEYS_EVERY_SECONDS = 60.0
+"""How often, at most, a create with an idempotency key also drops the keys past retention."""
+IDEMPOTENCY_LOCKS = 7261129
+"""The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
 
 
 def _in_its_threads(
@@ -120,6 +137,7 @@ class SQLStore:
         sqlite_synchronous: str = "FULL",
         sqlite_busy_timeout_ms: int = 5000,
         timeout_ms: int = 5000,
+        idempotency_retention_hours: int = 24,
     ) -> None:
         self._timeout_seconds = timeout_ms / 1000
         """How long a call waits on the database, all told (a thread, a connection, connecting,
@@ -132,6 +150,8 @@ class SQLStore:
         pool's own timeout (then 503), and a read is not queued behind writers waiting for
         SQLite's write lock."""
         self._timeout_ms = timeout_ms
+        self._retention = timedelta(hours=idempotency_retention_hours)
+        self._next_forget = 0.0
         self._schema_current = False
         """Once seen at the newest revision; a schema is never downgraded under a service."""
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
@@ -158,6 +178,54 @@ class SQLStore:
         )
         with self._writing(username) as connection:
             return _user(connection.execute(statement).one())
+
+    @_in_its_threads
+    def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
+        """On PostgreSQL a repeat while the first is running finds its key locked: in use. On
+        SQLite, whose writers take turns, it waits for the first, then gets its answer."""
+        now = datetime.now(UTC)
+        this_key = (idempotency_keys.c.owner == key.owner) & (idempotency_keys.c.key == key.key)
+        with self._writing(username, exclusive=True) as connection:
+            if connection.dialect.name == "postgresql":
+                lock = func.pg_try_advisory_xact_lock(
+                    IDEMPOTENCY_LOCKS, func.hashtext(f"{key.owner} {key.key}")
+                )
+                if not connection.execute(select(lock)).scalar():
+                    raise IdempotencyKeyInUse()
+            self._forget_expired_keys(connection, now, this_key)
+            found = connection.execute(select(idempotency_keys).where(this_key)).one_or_none()
+            if found is not None:
+                if found.fingerprint != key.fingerprint:
+                    raise IdempotencyKeyReused()
+                created = found.created_at
+                return User(found.user_id, found.username, created, created, version=1), True
+            user = _user(
+                connection.execute(
+                    insert(users)
+                    .values(username=username, created_at=now, updated_at=now, version=1)
+                    .returning(*users.c)
+                ).one()
+            )
+            connection.execute(
+                insert(idempotency_keys).values(
+                    owner=key.owner,
+                    key=key.key,
+                    fingerprint=key.fingerprint,
+                    user_id=user.id,
+                    username=username,
+                    created_at=now,
+                )
+            )
+            return user, False
+
+    def _forget_expired_keys(self, connection: Connection, now: datetime, this_key: Any) -> None:
+        """Drop this key if past retention, and every such key once in a while."""
+        expired = idempotency_keys.c.created_at <= now - self._retention
+        if time.monotonic() >= self._next_forget:
+            self._next_forget = time.monotonic() + FORGET_KEYS_EVERY_SECONDS
+            connection.execute(delete(idempotency_keys).where(expired))
+        else:
+            connection.execute(delete(idempotency_keys).where(this_key, expired))
 
     @_in_its_threads
     def get(self, user_id: int) -> User:
@@ -354,10 +422,14 @@ class SQLStore:
             self._writers.release()
 
     @contextmanager
-    def _writing(self, username: str) -> Iterator[Connection]:
-        """A write transaction in which the unique index's refusal means `UsernameTaken`."""
+    def _writing(self, username: str, *, exclusive: bool = False) -> Iterator[Connection]:
+        """A write transaction in which the unique index's refusal means `UsernameTaken`;
+        `exclusive` takes SQLite's write lock before its first read, not at its first write
+        (where another process's commit since the read would fail it at once)."""
         try:
             with self._connect(write=True) as connection:
+                if exclusive and connection.dialect.name == "sqlite":
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
         except IntegrityError as error:
             raise UsernameTaken(username, self._holder(username)) from error

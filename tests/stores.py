@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 
-from users_api.store import User, UserStore
+from users_api.store import IdempotencyKey, User, UserStore
 from users_api.store.memory import MemoryStore
 from users_api.store.sql import SQLStore
 
@@ -75,6 +75,9 @@ class Blocking:
 
     def create(self, *, username: str) -> User:
         return asyncio.run(self.store.create(username=username))
+
+    def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
+        return asyncio.run(self.store.create_once(username=username, key=key))
 
     def get(self, user_id: int) -> User:
         return asyncio.run(self.store.get(user_id))

@@ -11,11 +11,12 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import create_engine, inspect, make_url, select, text, update
 
 from tests.conftest import AUTH, assert_problem
 from tests.stores import POSTGRES_URL, Blocking, fresh_store_url, migrated, postgres_schema
@@ -23,7 +24,7 @@ from users_api.app import create_app
 from users_api.cli import main
 from users_api.handlers.users import present
 from users_api.settings import Settings
-from users_api.store import StoreUnavailable, User, UsernameTaken
+from users_api.store import IdempotencyKey, StoreUnavailable, User, UsernameTaken, sql
 from users_api.store.memory import MemoryStore
 from users_api.store.migrations import MIGRATION_LOCK, head
 from users_api.store.sql import SQLStore
@@ -271,3 +272,26 @@ def test_a_migration_waits_for_a_lock_in_bounded_time_then_says_why(
         waited = time.monotonic() - started
     assert 0.5 <= waited < 3
     assert "the schema migration waited 500 ms for a lock" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_idempotency_keys_past_their_retention_are_forgotten_and_dropped(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql, "FORGET_KEYS_EVERY_SECONDS", 0.0)  # every create drops them all
+    key = IdempotencyKey("backend", "once", "fingerprint-a")
+    with fresh_store_url(backend, tmp_path) as url:
+        store = migrated(url, idempotency_retention_hours=1)
+        blocking = Blocking(store)
+        blocking.create_once(username="cosmo", key=key)
+        blocking.create_once(username="elaine", key=replace(key, key="another"))
+        with store.engine.begin() as connection:  # both keys are now two hours old
+            two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+            connection.execute(update(sql.idempotency_keys).values(created_at=two_hours_ago))
+        # Forgotten: the key may name another create now.
+        again = replace(key, fingerprint="fingerprint-b")
+        assert blocking.create_once(username="george", key=again)[1] is False
+        with store.engine.connect() as connection:
+            kept = connection.execute(select(sql.idempotency_keys.c.key)).scalars().all()
+        assert kept == ["once"]  # the new one; the other expired key was dropped
+        blocking.close()

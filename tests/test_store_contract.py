@@ -12,6 +12,9 @@ import pytest
 
 from tests.stores import Blocking, fresh_store
 from users_api.store import (
+    IdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     PreconditionFailed,
     User,
     UserIdTaken,
@@ -205,3 +208,58 @@ def test_add_all_adds_none_when_its_input_fails_midway(backend: Blocking) -> Non
 
 def test_a_reachable_store_passes_check(backend: Blocking) -> None:
     backend.check()
+
+
+# Creates with an idempotency key
+
+KEY = IdempotencyKey("backend", "k-1", "fingerprint-a")
+
+
+def test_a_create_repeated_with_its_key_returns_the_user_it_created(backend: Blocking) -> None:
+    created, replayed = backend.create_once(username="cosmo", key=KEY)
+    assert not replayed
+    backend.update(created.id, username="kramer")  # what happens to it later is not replayed
+    assert backend.create_once(username="cosmo", key=KEY) == (created, True)
+    backend.delete(created.id)
+    assert backend.create_once(username="cosmo", key=KEY) == (created, True)
+    assert backend.list(after=0, limit=10) == []
+
+
+def test_a_key_repeated_with_another_body_is_refused(backend: Blocking) -> None:
+    backend.create_once(username="cosmo", key=KEY)
+    with pytest.raises(IdempotencyKeyReused):
+        backend.create_once(username="elaine", key=replace(KEY, fingerprint="fingerprint-b"))
+    assert [user.username for user in backend.list(after=0, limit=10)] == ["cosmo"]
+
+
+def test_each_client_key_has_keys_of_its_own(backend: Blocking) -> None:
+    cosmo, _ = backend.create_once(username="cosmo", key=KEY)
+    elaine, replayed = backend.create_once(username="elaine", key=replace(KEY, owner="other"))
+    assert (elaine.username, replayed) == ("elaine", False)
+    assert elaine.id != cosmo.id
+
+
+def test_a_create_that_failed_keeps_nothing_and_its_retry_runs_again(backend: Blocking) -> None:
+    holder = backend.create(username="cosmo")
+    with pytest.raises(UsernameTaken):
+        backend.create_once(username="cosmo", key=KEY)
+    backend.delete(holder.id)
+    created, replayed = backend.create_once(username="cosmo", key=KEY)
+    assert (created.username, replayed) == ("cosmo", False)
+
+
+def test_racing_repeats_of_one_key_create_one_user(backend: Blocking) -> None:
+    """Each repeat gets the one user, or (PostgreSQL) is told the first is still running."""
+
+    def attempt(_: int) -> tuple[int, bool] | str:
+        try:
+            user, replayed = backend.create_once(username="cosmo", key=KEY)
+        except IdempotencyKeyInUse:
+            return "in use"
+        return user.id, replayed
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(attempt, range(32)))
+    answered = [outcome for outcome in outcomes if outcome != "in use"]
+    assert [replayed for _, replayed in answered].count(False) == 1
+    assert {user_id for user_id, _ in answered} == {backend.list(after=0, limit=10)[0].id}
