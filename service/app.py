@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         RequestFraming,
         position=MiddlewarePosition.BEFORE_ROUTING,
         max_bytes=settings.max_body_bytes,
+        takes_body=_takes_body(spec["paths"]),
     )
     app.add_api(
         _for_connexion(spec, public_reads=settings.public_reads),
@@ -233,6 +234,22 @@ def _allowed_methods(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str], 
         return next((methods for pattern, methods in routes if pattern.match(path)), [])
 
     return allowed
+
+
+def _takes_body(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str, str], bool | None]:
+    """Whether the operation a request (method, path) is for takes a body; None when the spec
+    has no such operation (the router answers 404 or 405). A HEAD is its GET."""
+    routes = [(compile_path(template)[0], item) for template, item in paths.items()]
+
+    def takes_body(method: str, path: str) -> bool | None:
+        name = "get" if method == "HEAD" else method.lower()
+        for pattern, item in routes:
+            if pattern.match(path):
+                operation = item.get(name) if name in _METHODS else None
+                return None if operation is None else "requestBody" in operation
+        return None
+
+    return takes_body
 
 
 def _with_head(methods: list[str]) -> list[str]:

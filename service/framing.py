@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
 from starlette.datastructures import Headers
@@ -23,17 +24,21 @@ whether a path segment may (a 500 between them)."""
 
 class RequestFraming:
     """Refuses a request target longer than `MAX_TARGET_BYTES` with 414, a body larger than
-    `max_bytes` with 413 (by Content-Length, and by counting the bytes of a chunked one) and a
-    body without a Content-Type with 415, then passes the body on with an exact
+    `max_bytes` with 413 (by Content-Length, and by counting the bytes of a chunked one), a body
+    sent to an operation that takes none (`takes_body` says which: every GET and DELETE here)
+    with 400, and a body without a Content-Type with 415, then passes the body on with an exact
     Content-Length: Connexion validates a body only when one is declared. A second
     Content-Type is a 400; a path with an empty segment (`//users/1`, `/users/1/`) or a control
     character (`/problems/a%0Ab`) is a 404.
     (The console's files under /ui/ are answered before this, by Swagger UI's middleware.)
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, takes_body: Callable[[str, str], bool | None]
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.takes_body = takes_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +78,10 @@ class RequestFraming:
             more_body = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 raise self._too_large()
-        if body and "content-type" not in headers:
+        takes_body = self.takes_body(scope["method"], scope["path"])
+        if body and takes_body is False:
+            raise invalid("This operation takes no request body.", [])
+        if body and takes_body and "content-type" not in headers:
             raise UnsupportedMediaTypeProblem("A request body needs a Content-Type.")
         if len(headers.getlist("content-type")) > 1:
             # Connexion's validator would read the first, Flask both joined: never the same body.

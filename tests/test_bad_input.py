@@ -11,6 +11,7 @@ from httpx import Response
 from starlette.testclient import TestClient
 
 from tests.conftest import AUTH, assert_problem
+from users_api.handlers.problem_types import VALIDATION
 from users_api.store import User, UserStore
 
 JSON = {"Content-Type": "application/json"}
@@ -299,6 +300,44 @@ def test_a_path_with_an_empty_segment_returns_404_not_a_redirect(
     response = client.get(f"http://testserver{path}", headers=AUTH, follow_redirects=False)
     assert_problem(response, 404)
     assert "location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/users"),
+        ("GET", "/users/1"),
+        ("HEAD", "/users/1"),
+        ("DELETE", "/users/1"),
+        ("GET", "/readyz"),
+        ("GET", "/problems/validation"),
+    ],
+)
+@pytest.mark.parametrize("content_type", [None, "application/json", "text/plain"])
+def test_a_body_sent_to_an_operation_that_takes_none_returns_400(
+    client: TestClient, store: UserStore, method: str, path: str, content_type: str | None
+) -> None:
+    asyncio.run(store.create(username="cosmo"))
+    headers = AUTH | ({"Content-Type": content_type} if content_type else {})
+    response = client.request(method, path, content=b'{"username": "x"}', headers=headers)
+    assert response.status_code == 400
+    if method != "HEAD":
+        problem = assert_problem(response, 400, VALIDATION)
+        assert problem["detail"] == "This operation takes no request body."
+    assert asyncio.run(store.list(after=0, limit=5))  # the DELETE did not happen
+
+
+def test_an_empty_body_on_an_operation_that_takes_none_is_no_body(client: TestClient) -> None:
+    assert client.get("/users", headers=AUTH | {"Content-Length": "0"}).status_code == 200
+
+
+def test_the_liveness_probe_answers_before_it_reads_a_body(client: TestClient) -> None:
+    assert client.request("GET", "/healthz", content=b"x" * 100_000).status_code == 200
+
+
+def test_a_body_sent_to_a_path_the_api_lacks_is_still_a_404(client: TestClient) -> None:
+    response = client.request("GET", "/nowhere", content=b"{}", headers=AUTH)
+    assert_problem(response, 404)
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

@@ -45,12 +45,12 @@ type Check = [what: string, ok: boolean];
 /** What a problem answer is checked for. Each call's `error` is passed here as it is, with no
  * cast, and its fields read as the Problem schema types them: that compiles only because
  * openapi-fetch types the error as the spec's Problem (it would refuse an `unknown`). */
-function problem(error: Problem | undefined, status: number, title: string): Check[] {
+function problem(error: Problem | undefined, status: number, type: string): Check[] {
   const seenStatus: number | undefined = error?.status;
-  const seenTitle: string | undefined = error?.title;
+  const seenType: string | undefined = error?.type;
   return [
     [`problem status ${seenStatus}`, seenStatus === status],
-    [`title "${seenTitle}"`, seenTitle === title],
+    [`type ${seenType}`, seenType === type],
   ];
 }
 
@@ -100,7 +100,7 @@ const withoutUsername: Partial<UserWrite> = {};
 const missing = await api.PUT("/users/{user_id}", { ...user, body: withoutUsername as UserWrite });
 const missingAt = missing.error?.errors?.[0]?.pointer;
 step("put without username", missing.response, 400, [
-  ...problem(missing.error, 400, "Bad Request"),
+  ...problem(missing.error, 400, "/problems/validation"),
   [`pointer ${missingAt}`, missingAt === "/username"],
 ]);
 
@@ -109,7 +109,7 @@ step("put without username", missing.response, 400, [
 const empty = await api.PUT("/users/{user_id}", { ...user, body: { username: "" } });
 const emptyAt = empty.error?.errors?.[0]?.pointer;
 step("put empty username", empty.response, 400, [
-  ...problem(empty.error, 400, "Bad Request"),
+  ...problem(empty.error, 400, "/problems/validation"),
   [`pointer ${emptyAt}`, emptyAt === "/username"],
 ]);
 
@@ -119,7 +119,7 @@ const nobody = await api.PUT("/users/{user_id}", {
   body: { username: "kramer" },
 });
 step("put unknown user", nobody.response, 404, [
-  ...problem(nobody.error, 404, "Not Found"),
+  ...problem(nobody.error, 404, "/problems/user-not-found"),
   [`detail "${nobody.error?.detail}"`, nobody.error?.detail === "User 999 does not exist."],
 ]);
 
@@ -138,7 +138,7 @@ const stale = await api.PUT("/users/{user_id}", {
   body: { username: "jerry" },
 });
 step(`put stale If-Match ${current}`, stale.response, 412, [
-  ...problem(stale.error, 412, "Precondition Failed"),
+  ...problem(stale.error, 412, "/problems/precondition-failed"),
 ]);
 
 // If-None-Match: the current ETag gets 304 and no body. openapi-fetch takes every status outside
@@ -159,4 +159,4 @@ const deleted = await api.DELETE("/users/{user_id}", user);
 assertType<Same<NonNullable<typeof deleted.error>, Problem>>();
 step("delete", deleted.response, 204, [["no data", deleted.data === undefined]]);
 const gone = await api.GET("/users/{user_id}", user);
-step("get deleted user", gone.response, 404, problem(gone.error, 404, "Not Found"));
+step("get deleted user", gone.response, 404, problem(gone.error, 404, "/problems/user-not-found"));
