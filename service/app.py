@@ -8,7 +8,7 @@ import gc
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from importlib.resources import files
 from typing import Any
 
@@ -32,7 +32,7 @@ from users_api.ratelimit import Limiter, RateLimits
 from users_api.resolver import StoreResolver
 from users_api.served_spec import ServeSpecAsWritten
 from users_api.settings import Settings
-from users_api.store import StoreUnavailable, UserStore
+from users_api.store import MigrationRefused, StoreUnavailable, UserStore
 from users_api.telemetry import RequestTelemetry
 from users_api.validation import StrictURIParser, validator_map
 
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
             shutdown.push_async_callback(store.close)
             shutdown.callback(resolver.close)
             shutdown.callback(gc.unfreeze)
-            shutdown.callback(asyncio.create_task(_prepared(store)).cancel)
+            shutdown.push_async_callback(_stop, asyncio.create_task(_prepared(store)))
             # What the app built lives as long as it: out of the collector's full passes, which
             # walked all of it every few seconds (some 45 ms each: most of a request's p99).
             gc.collect()
@@ -158,9 +158,23 @@ async def _prepared(store: UserStore) -> None:
                 "store not ready: %s; trying again in %d s", error.reason, PREPARE_RETRY_SECONDS
             )
             await asyncio.sleep(PREPARE_RETRY_SECONDS)
-        except Exception:  # a migration the database refused: the operator must look
-            logger.exception("store could not be prepared; requests get 503 until it is")
+        except MigrationRefused as refused:
+            logger.error(
+                "store not prepared: %s; requests get 503 until `users-api migrate` succeeds",
+                refused,
+            )
             return
+        except Exception:  # a migration the database refused: the operator must look
+            logger.exception(
+                "store not prepared; requests get 503 until `users-api migrate` succeeds"
+            )
+            return
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -22,7 +22,7 @@ from users_api.auth import key_file_line, new_key, parse_name, parse_scopes
 from users_api.logs import FORMATS, log_config
 from users_api.metrics import MULTIPROCESS_DIR
 from users_api.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
-from users_api.store import StoreUnavailable, UnknownStoreURL, UserStore
+from users_api.store import MigrationRefused, StoreUnavailable, UnknownStoreURL, UserStore
 from users_api.store.memory import MemoryStore
 from users_api.store.sql import SQLStore
 from users_api.transfer import ImportRejected, export_users, import_users
@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
             assert isinstance(store, SQLStore)
             _say(f"The database is at schema revision {store.migrate()}.")
         elif args.command == "export":
-            asyncio.run(store.prepare())
             _say(f"Exported {asyncio.run(export_users(store, args.file))} users to {args.file}.")
         elif args.command == "import":
             asyncio.run(store.prepare())
@@ -57,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             _serve(settings, store, demo=args.demo)
     except StoreUnavailable as error:
         _say(f"The store is unavailable: {error.reason}")
+        return 1
+    except MigrationRefused as refused:
+        _say(f"The schema was not migrated: {refused}")
         return 1
     except ImportRejected as rejected:
         _say("\n".join([*rejected.errors, str(rejected)]))

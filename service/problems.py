@@ -1,12 +1,11 @@
 """Every error the service answers, as one RFC 9457 `application/problem+json` shape, its kind
-(`type` and `title`) from the catalogue in handlers/problem_types.py."""
+(`type`) from the catalogue in handlers/problem_types.py."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from http import HTTPStatus
 from typing import Any
 
 from asgi_correlation_id import correlation_id
@@ -31,6 +30,7 @@ from users_api.handlers.problem_types import (
     USERNAME_TAKEN,
     VALIDATION,
     ProblemType,
+    title_of,
 )
 from users_api.store import (
     IdempotencyKeyInUse,
@@ -66,8 +66,6 @@ KIND_OF_STORE_ERROR: dict[type[StoreError], ProblemType] = {
     IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
     IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
 }
-RFC_9110_TITLES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
-"""Where Python's `HTTPStatus` still has the phrase that RFC 9110 replaced."""
 RETRY_AFTER_SECONDS = 1
 """How long a client should wait after a 503, or a 409 for a request still in flight, before it
 tries again."""
@@ -111,7 +109,7 @@ def problem_body(
     kind = kind or KIND_OF_STATUS.get(status)
     body: dict[str, Any] = {
         "type": kind.uri if kind else "about:blank",
-        "title": kind.title if kind else RFC_9110_TITLES.get(status, HTTPStatus(status).phrase),
+        "title": title_of(status),
         "status": status,
         "detail": detail,
         "instance": f"urn:request:{correlation_id.get()}",

@@ -14,6 +14,7 @@ class User:
     id: int
     username: str
     created_at: datetime
+    """In UTC, as every store hands it back."""
     updated_at: datetime
     version: int
     """Grows by one on every write; the ETag is made from it."""
@@ -134,6 +135,11 @@ class UserStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class MigrationRefused(StoreError):
+    """A schema migration found data it cannot bring along; the message says what to change
+    first. Nothing was changed."""
 
 
 class UnknownStoreURL(ValueError):

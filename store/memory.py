@@ -100,7 +100,11 @@ class MemoryStore:
                 name = user.username.lower()
                 if name in self._ids_by_name or name in ids_by_name:
                     raise UsernameTaken(user.username)
-                added[user.id] = user
+                added[user.id] = replace(
+                    user,
+                    created_at=user.created_at.astimezone(UTC),
+                    updated_at=user.updated_at.astimezone(UTC),
+                )
                 ids_by_name[name] = user.id
             self._users.update(added)
             self._ids_by_name.update(ids_by_name)

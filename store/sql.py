@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import math
 import threading
 import time
@@ -41,6 +42,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection, make_url
@@ -59,7 +61,7 @@ from users_api.store import (
     UsernameTaken,
     UserNotFound,
 )
-from users_api.store.migrations import current, head, upgrade
+from users_api.store.migrations import behind, current, head, upgrade
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -68,6 +70,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError(f"a naive datetime has no time zone to store: {value}")
+        return None if value is None else value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -97,6 +104,8 @@ idempotency_keys = Table(
 )
 
 
+logger = logging.getLogger(__name__)
+
 P = ParamSpec("P")
 R = TypeVar("R")
 THREADS = 40
@@ -104,7 +113,9 @@ THREADS = 40
 CHECK_EVERY_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 1.0
 FORGET_KEYS_EVERY_SECONDS = 60.0
-"""How often, at most, a create with an idempotency key also drops the keys past retention."""
+"""How often, at most, a create with an idempotency key also drops keys past retention..."""
+FORGET_KEYS_AT_ONCE = 1000
+"""... and how many at most, so that it stays a short part of that create's transaction."""
 IDEMPOTENCY_LOCKS = 7261129
 """The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
 
@@ -187,6 +198,7 @@ class SQLStore:
         this_key = (idempotency_keys.c.owner == key.owner) & (idempotency_keys.c.key == key.key)
         with self._writing(username, exclusive=True) as connection:
             if connection.dialect.name == "postgresql":
+                # Two keys whose 32-bit hashes collide share a lock: the later is told "in use".
                 lock = func.pg_try_advisory_xact_lock(
                     IDEMPOTENCY_LOCKS, func.hashtext(f"{key.owner} {key.key}")
                 )
@@ -221,11 +233,12 @@ class SQLStore:
     def _forget_expired_keys(self, connection: Connection, now: datetime, this_key: Any) -> None:
         """Drop this key if past retention, and every such key once in a while."""
         expired = idempotency_keys.c.created_at <= now - self._retention
-        if time.monotonic() >= self._next_forget:
+        connection.execute(delete(idempotency_keys).where(this_key, expired))
+        if time.monotonic() >= self._next_forget:  # a race between threads only drops twice
             self._next_forget = time.monotonic() + FORGET_KEYS_EVERY_SECONDS
-            connection.execute(delete(idempotency_keys).where(expired))
-        else:
-            connection.execute(delete(idempotency_keys).where(this_key, expired))
+            key = tuple_(idempotency_keys.c.owner, idempotency_keys.c.key)
+            oldest = select(*key.clauses).where(expired).limit(FORGET_KEYS_AT_ONCE)
+            connection.execute(delete(idempotency_keys).where(key.in_(oldest)))
 
     @_in_its_threads
     def get(self, user_id: int) -> User:
@@ -345,7 +358,7 @@ class SQLStore:
         lock_timeout_ms = self._busy_timeout_ms if sqlite else self._timeout_ms
         with self._unavailable_on_connection_errors():
             revision = upgrade(self.engine, lock_timeout_ms=lock_timeout_ms)
-        self._found_current()
+        self._found_current(revision)
         return revision
 
     def _require_current_schema(self) -> None:
@@ -354,11 +367,18 @@ class SQLStore:
             return
         with self._unavailable_on_connection_errors(), self.engine.connect() as connection:
             revision = current(connection)
-        if revision != head():
+        if behind(revision):
             raise SchemaNotCurrent(revision, head())
-        self._found_current()
+        self._found_current(revision)
 
-    def _found_current(self) -> None:
+    def _found_current(self, revision: str | None) -> None:
+        if revision != head():
+            logger.warning(
+                "the database schema is at revision %s, a later release's: serving from it as "
+                "it is (this version's newest is %s)",
+                revision,
+                head(),
+            )
         if self._file is not None and self._opened is None:
             self._opened = _identity(self._file)
         self._schema_current = True
@@ -435,11 +455,15 @@ class SQLStore:
             raise UsernameTaken(username, self._holder(username)) from error
 
     def _holder(self, username: str) -> int | None:
-        """Who has `username` now (after the refused transaction: it may have gone since)."""
-        with self._unavailable_on_connection_errors(), self.engine.connect() as connection:
-            return connection.execute(
-                select(users.c.id).where(func.lower(users.c.username) == username.lower())
-            ).scalar()
+        """Who has `username` now (after the refused transaction: it may have gone since), if
+        the database says so at once: the 409 does not wait on it."""
+        try:
+            with self._unavailable_on_connection_errors(), self.engine.connect() as connection:
+                return connection.execute(
+                    select(users.c.id).where(func.lower(users.c.username) == username.lower())
+                ).scalar()
+        except StoreUnavailable:
+            return None
 
     @staticmethod
     @contextmanager

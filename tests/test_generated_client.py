@@ -231,7 +231,7 @@ def test_put_taken_username_returns_409_problem(
     assert response.status_code == 409
     assert isinstance(response.parsed, models.Problem)
     assert response.parsed.type_ == "/problems/username-taken"
-    assert response.parsed.title == "Username taken"
+    assert response.parsed.title == "Conflict"
 
 
 def test_put_with_a_stale_etag_returns_412_problem(

@@ -74,6 +74,13 @@ def test_each_released_copy_is_named_by_its_version_and_none_is_newer_than_the_s
     assert all(version(path.stem) <= current for path in copies)
 
 
+def test_a_spec_that_changed_since_its_last_release_has_a_newer_version(released: Spec) -> None:
+    """Else two different contracts would go by one version."""
+    spec = load(SPEC)
+    if spec != released:
+        assert version(spec["info"]["version"]) > version(released["info"]["version"])
+
+
 def narrow_username(spec: Spec) -> None:
     schemas(spec)["Username"]["maxLength"] = 32
 

@@ -13,9 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, inspect, make_url, select, text, update
 
 from tests.conftest import AUTH, assert_problem
@@ -295,3 +298,55 @@ def test_idempotency_keys_past_their_retention_are_forgotten_and_dropped(
             kept = connection.execute(select(sql.idempotency_keys.c.key)).scalars().all()
         assert kept == ["once"]  # the new one; the other expired key was dropped
         blocking.close()
+
+
+def test_a_schema_from_a_later_release_is_served_as_it_is(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling deploy: the next release migrated the database; this one still serves."""
+    migrated(sqlite_url).engine.dispose()
+    engine = create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    store = SQLStore(sqlite_url)
+    assert store.migrate() == "0099"  # nothing to do, and nothing it does not know
+    assert Blocking(store).create(username="cosmo").id == 1
+    assert "a later release's: serving from it" in caplog.text
+    asyncio.run(store.close())
+
+
+def test_export_never_migrates_the_database(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "--store", sqlite_url, str(tmp_path / "users.jsonl")]) == 1
+    assert "run `users-api migrate`" in capsys.readouterr().err
+    engine = create_engine(sqlite_url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
+
+
+def test_a_migration_that_would_merge_two_names_is_refused_naming_them(
+    turkish_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under the Turkish collation 1.0 let IVAN and ivan both in; in "C" they are one name."""
+    engine = create_engine(turkish_database.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(files("users_api.store.migrations")))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        for name in ("IVAN", "ivan"):
+            connection.execute(
+                text(
+                    "INSERT INTO users (username, created_at, updated_at, version) "
+                    "VALUES (:name, now(), now(), 1)"
+                ),
+                {"name": name},
+            )
+    assert main(["migrate", "--store", turkish_database]) == 1
+    assert "usernames that differ only in case: IVAN and ivan" in capsys.readouterr().err
+    with engine.connect() as connection:
+        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    assert revision == "0001"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -263,3 +263,11 @@ def test_racing_repeats_of_one_key_create_one_user(backend: Blocking) -> None:
     answered = [outcome for outcome in outcomes if outcome != "in use"]
     assert [replayed for _, replayed in answered].count(False) == 1
     assert {user_id for user_id, _ in answered} == {backend.list(after=0, limit=10)[0].id}
+
+
+def test_add_all_keeps_the_instant_of_a_time_in_any_zone(backend: Blocking) -> None:
+    in_paris = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=1)))
+    backend.add_all([replace(imported(1, "cosmo"), created_at=in_paris, updated_at=in_paris)])
+    kept = backend.get(1)
+    assert (kept.created_at, kept.updated_at) == (in_paris, in_paris)  # the same instant
+    assert kept.created_at.utcoffset() == timedelta(0)

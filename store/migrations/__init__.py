@@ -1,5 +1,10 @@
 """The SQL schema's history, as Alembic revisions: applied at start or by `users-api migrate`,
-never by a request (a request that finds the schema behind gets 503)."""
+never by a request (a request that finds the schema behind gets 503).
+
+Revisions only add (a table, a column with a default, an index) or loosen: each release serves
+from the schema of the next one as it is, so that instances of both answer during a rolling
+deploy, and a rollback needs no downgrade.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -32,21 +38,33 @@ def current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: Engine, *, lock_timeout_ms: int) -> str:
-    """Bring the database to the newest revision, and return it.
+def behind(revision: str | None) -> bool:
+    """Whether a database at `revision` needs this version's migrations: it has none yet, or one
+    before `head()`. One this version does not know is a later release's: not behind."""
+    if revision is None:
+        return True
+    try:
+        ScriptDirectory.from_config(_config()).get_revision(revision)
+    except CommandError:
+        return False
+    return revision != head()
 
-    A database already there is only read. Otherwise processes that start together upgrade
-    one at a time: on PostgreSQL under an advisory lock, on SQLite under the database's write
-    lock, each held until the upgrade commits. Waiting for that lock, or for a lock on a table
-    that a long transaction holds, takes at most `lock_timeout_ms` (on SQLite, the busy
-    timeout of the engine's connections, which the caller passes here to be named); then
-    nothing has changed, and `StoreUnavailable` says why.
+
+def upgrade(engine: Engine, *, lock_timeout_ms: int) -> str:
+    """Bring the database to the newest revision, and return its revision then.
+
+    A database already there, or past it (`behind`), is only read. Otherwise processes that
+    start together upgrade one at a time: on PostgreSQL under an advisory lock, on SQLite under
+    the database's write lock, each held until the upgrade commits. Waiting for that lock, or
+    for a lock on a table that a long transaction holds, takes at most `lock_timeout_ms` (on
+    SQLite, the busy timeout of the engine's connections, which the caller passes here to be
+    named); then nothing has changed, and `StoreUnavailable` says why.
     """
     config = _config()
     try:
         with engine.connect() as connection:
-            if current(connection) == head():
-                return head()
+            if not behind(revision := current(connection)):
+                return str(revision)
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # A migration may rebuild an index over every user: no request's time limit.

@@ -13,12 +13,27 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from users_api.store import MigrationRefused
+
 revision = "0002"
 down_revision = "0001"
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    database = op.get_bind()
+    if database.dialect.name == "postgresql":
+        # The default collation may have let in names that are one name in "C".
+        clashes = database.execute(
+            sa.text(
+                "SELECT string_agg(username, ' and ' ORDER BY id) FROM users "
+                'GROUP BY lower(username COLLATE "C") HAVING count(*) > 1 LIMIT 5'
+            )
+        ).scalars()
+        if found := list(clashes):
+            raise MigrationRefused(
+                f"usernames that differ only in case: {'; '.join(found)}. Rename all but one "
+                "of each, then migrate again"
+            )
         op.alter_column(
             "users",
             "username",
