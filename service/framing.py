@@ -78,11 +78,12 @@ class RequestFraming:
             more_body = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 raise self._too_large()
-        takes_body = self.takes_body(scope["method"], scope["path"])
-        if body and takes_body is False:
-            raise invalid("This operation takes no request body.", [])
-        if body and takes_body and "content-type" not in headers:
-            raise UnsupportedMediaTypeProblem("A request body needs a Content-Type.")
+        if body:
+            takes_body = self.takes_body(scope["method"], scope["path"])
+            if takes_body is False:
+                raise invalid("This operation takes no request body.", [])
+            if takes_body and "content-type" not in headers:
+                raise UnsupportedMediaTypeProblem("A request body needs a Content-Type.")
         if len(headers.getlist("content-type")) > 1:
             # Connexion's validator would read the first, Flask both joined: never the same body.
             raise invalid("A request may have one Content-Type.", [])
