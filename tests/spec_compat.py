@@ -124,16 +124,7 @@ class _Comparison:
         if old and not new:
             yield f"{where}: request body removed"
             return
-        new_content = new.get("content", {})
-        for media_type, content in old.get("content", {}).items():
-            place = f"{where} request body"
-            if media_type not in new_content:
-                yield f"{place}: content type {media_type} removed"
-                continue
-            described = place if media_type == "application/json" else f"{place} {media_type}"
-            old_schema = content.get("schema", {})
-            new_schema = new_content[media_type].get("schema", {})
-            yield from self.schema(described, "", old_schema, new_schema, sending=True)
+        yield from self.content(f"{where} request body", old, new, sending=True)
 
     def responses(self, where: str, old_operation: Node, new_operation: Node) -> Iterator[str]:
         new_responses = new_operation.get("responses", {})
@@ -147,15 +138,20 @@ class _Comparison:
             for name in old.get("headers", {}):
                 if name.lower() not in new_headers:
                     yield f"{place}: header {name} removed"
-            new_content = new.get("content", {})
-            for media_type, content in old.get("content", {}).items():
-                if media_type not in new_content:
-                    yield f"{place}: content type {media_type} removed"
-                    continue
-                described = place if media_type == "application/json" else f"{place} {media_type}"
-                old_schema = content.get("schema", {})
-                new_schema = new_content[media_type].get("schema", {})
-                yield from self.schema(described, "", old_schema, new_schema, sending=False)
+            yield from self.content(place, old, new, sending=False)
+
+    def content(self, place: str, old: Node, new: Node, *, sending: bool) -> Iterator[str]:
+        """A request body's or a response's media types: each still there, its schema not
+        narrowed for what a client sends (`sending`) nor shrunk for what it reads."""
+        new_content = new.get("content", {})
+        for media_type, content in old.get("content", {}).items():
+            if media_type not in new_content:
+                yield f"{place}: content type {media_type} removed"
+                continue
+            described = place if media_type == "application/json" else f"{place} {media_type}"
+            old_schema = content.get("schema", {})
+            new_schema = new_content[media_type].get("schema", {})
+            yield from self.schema(described, "", old_schema, new_schema, sending=sending)
 
     def schema(
         self,
