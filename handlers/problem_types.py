@@ -111,6 +111,14 @@ UNAVAILABLE = ProblemType(
     "after `Retry-After` seconds.",
 )
 
+WRITE_OUTCOME_UNKNOWN = ProblemType(
+    "write-outcome-unknown",
+    503,
+    "The user store stopped answering while the write was being committed: it may or may not "
+    "have been made. Read the user before retrying; a create sent again with its "
+    "`Idempotency-Key` is safe. Retry after `Retry-After` seconds.",
+)
+
 PROBLEM_TYPES = {
     kind.slug: kind
     for kind in (
@@ -126,6 +134,7 @@ PROBLEM_TYPES = {
         IDEMPOTENCY_KEY_REUSED,
         RATE_LIMITED,
         UNAVAILABLE,
+        WRITE_OUTCOME_UNKNOWN,
     )
 }
 

@@ -29,6 +29,7 @@ from users_api.handlers.problem_types import (
     USER_NOT_FOUND,
     USERNAME_TAKEN,
     VALIDATION,
+    WRITE_OUTCOME_UNKNOWN,
     ProblemType,
     title_of,
 )
@@ -40,6 +41,7 @@ from users_api.store import (
     StoreUnavailable,
     UsernameTaken,
     UserNotFound,
+    WriteOutcomeUnknown,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ KIND_OF_STORE_ERROR: dict[type[StoreError], ProblemType] = {
     UsernameTaken: USERNAME_TAKEN,
     PreconditionFailed: PRECONDITION_FAILED,
     StoreUnavailable: UNAVAILABLE,
+    WriteOutcomeUnknown: WRITE_OUTCOME_UNKNOWN,
     IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
     IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
 }

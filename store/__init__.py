@@ -79,6 +79,19 @@ class StoreUnavailable(StoreError):
         """What the database said; for the operator's log, not for clients."""
 
 
+class WriteOutcomeUnknown(StoreUnavailable):
+    """The caller's deadline passed while its write was being committed: it may have been made
+    or not, and only a read tells. (Past the deadline before the commit, a write is rolled back,
+    and the caller gets a plain `StoreUnavailable`: nothing was changed.)"""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            reason,
+            "The user store did not confirm the change in time: it may or may not have been "
+            "made. Read before retrying; a create sent again with its Idempotency-Key is safe.",
+        )
+
+
 class SchemaNotCurrent(StoreUnavailable):
     """The database's schema is not the one this version needs (yet): it changes only at
     start (`UserStore.prepare`) or by `users-api migrate`, never on a request's path."""

@@ -60,6 +60,7 @@ from users_api.store import (
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    WriteOutcomeUnknown,
 )
 from users_api.store.migrations import behind, current, head, upgrade
 
@@ -393,8 +394,8 @@ class SQLStore:
         """`call`, run in the store's threads with the caller's context (its request id); after
         `timeout_seconds` (if any) the caller gets `StoreUnavailable`, and the thread finishes
         alone."""
-        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-        in_context = functools.partial(contextvars.copy_context().run, _by, deadline, call)
+        caller = _Caller()
+        in_context = functools.partial(contextvars.copy_context().run, _for, caller, call)
         try:
             running = asyncio.get_running_loop().run_in_executor(self._threads, in_context)
         except RuntimeError as error:  # the executor takes no work once the store is closed
@@ -406,8 +407,10 @@ class SQLStore:
             if not waiting.expired():  # the call's own, a socket's say: not the deadline
                 raise
             assert timeout_seconds is not None  # only a deadline runs out
-            waited = f"{timeout_seconds * 1000:.0f} ms"
-            raise StoreUnavailable(f"the database did not answer within {waited}") from None
+            reason = f"the database did not answer within {timeout_seconds * 1000:.0f} ms"
+            if caller.give_up():
+                raise WriteOutcomeUnknown(f"{reason}, while a write was committing") from None
+            raise StoreUnavailable(reason) from None
 
     @contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Connection]:
@@ -421,7 +424,7 @@ class SQLStore:
             self.engine.begin() if write else self.engine.connect() as connection,
         ):
             yield connection
-            if write and (deadline := _DEADLINE.get()) is not None and time.monotonic() > deadline:
+            if write and (caller := _CALLER.get()) is not None and not caller.may_commit():
                 # Its caller was answered 503 already: what it was told did not happen must not.
                 raise StoreUnavailable("the write finished past its deadline: rolled back")
 
@@ -483,13 +486,36 @@ class SQLStore:
         raise PreconditionFailed(user_id) if exists else UserNotFound(user_id)
 
 
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
-"""When the caller of the store call running in this thread stops waiting (`time.monotonic`)."""
+class _Caller:
+    """What a store call's thread and its awaiting caller know of each other, under one lock:
+    whether the caller has stopped waiting (its deadline passed, it was answered 503), and
+    whether the thread has begun to commit. Whichever comes first decides what the 503 says."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gone = False
+        self._committing = False
+
+    def may_commit(self) -> bool:
+        """Asked by the thread before it commits: not once the caller has gone (roll back)."""
+        with self._lock:
+            self._committing = not self._gone
+            return self._committing
+
+    def give_up(self) -> bool:
+        """Said by the caller at its deadline; whether the thread was committing by then."""
+        with self._lock:
+            self._gone = True
+            return self._committing
 
 
-def _by(deadline: float | None, call: Callable[[], R]) -> R:
-    """`call`, run in a store thread, knowing its caller's deadline."""
-    _DEADLINE.set(deadline)
+_CALLER: contextvars.ContextVar[_Caller | None] = contextvars.ContextVar("caller", default=None)
+"""The caller of the store call running in this thread."""
+
+
+def _for(caller: _Caller, call: Callable[[], R]) -> R:
+    """`call`, run in a store thread for `caller`."""
+    _CALLER.set(caller)
     return call()
 
 

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import event, make_url
 
+from tests.conftest import API_KEY, assert_problem
+from tests.conftest import AUTH as TEST_AUTH
 from tests.faults import Proxy, proxy_to
 from tests.servers import AUTH, Server, serve
-from tests.stores import migrated, postgres_schema
-from users_api.settings import APP_FLAVOURS
-from users_api.store import StoreUnavailable
+from tests.stores import fresh_store_url, migrated, postgres_schema
+from users_api.app import create_app
+from users_api.handlers.problem_types import WRITE_OUTCOME_UNKNOWN
+from users_api.settings import APP_FLAVOURS, Settings
+from users_api.store import StoreUnavailable, WriteOutcomeUnknown
 from users_api.store.sql import CHECK_EVERY_SECONDS, SQLStore
 
 TIMEOUT_MS = 1000
@@ -172,9 +176,27 @@ def test_a_write_answered_503_for_its_deadline_is_not_applied_after_it(tmp_path:
     with pytest.raises(StoreUnavailable) as refused:
         asyncio.run(store.create(username="cosmo"))
     assert "did not answer within 200 ms" in refused.value.reason
+    assert not isinstance(refused.value, WriteOutcomeUnknown)  # "nothing was changed" holds
     time.sleep(0.8)  # the write got its turn after the caller was told 503
     assert asyncio.run(store.list(after=0, limit=10)) == []
     asyncio.run(store.close())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_write_whose_commit_outlasts_its_deadline_is_answered_as_of_unknown_outcome(
+    tmp_path: Path, backend: str
+) -> None:
+    """The commit itself stalls past the deadline: the client cannot be told nothing changed."""
+    with fresh_store_url(backend, tmp_path) as url:
+        store = migrated(url, timeout_ms=200)
+        event.listen(store.engine, "commit", lambda _: time.sleep(0.5))
+        client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+        response = client.post("/users", json={"username": "cosmo"}, headers=TEST_AUTH)
+        problem = assert_problem(response, 503, WRITE_OUTCOME_UNKNOWN)
+        assert "may or may not have been made" in problem["detail"]
+        time.sleep(0.6)  # the commit went through after the answer, as the answer allowed
+        assert [user.username for user in asyncio.run(store.list(after=0, limit=10))] == ["cosmo"]
+        asyncio.run(store.close())
 
 
 def test_readiness_is_not_claimed_while_the_first_ask_is_still_out(
