@@ -41,13 +41,17 @@ async def list_users(
 
 
 async def create_user(
-    body: dict[str, str], *, store: UserStore, user: str, idempotency_key: str | None = None
+    body: dict[str, str],
+    *,
+    store: UserStore,
+    token_info: dict[str, Any],
+    idempotency_key: str | None = None,
 ) -> Response:
-    """`user` is the API key's name: an idempotency key is that client's own."""
+    """An idempotency key is its client's own: `client` names the request's API key."""
     if idempotency_key is None:
         created, replayed = await store.create(username=body["username"]), False
     else:
-        key = IdempotencyKey(user, idempotency_key, fingerprint(body))
+        key = IdempotencyKey(token_info["client"], idempotency_key, fingerprint(body))
         created, replayed = await store.create_once(username=body["username"], key=key)
     headers = {"Location": f"/users/{created.id}", "ETag": etag(created)} | JSON
     if replayed:

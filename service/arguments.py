@@ -18,9 +18,9 @@ from connexion.utils import coerce_type
 
 INJECTED = frozenset({"store"})
 """Handler parameters the app supplies itself (see `StoreResolver`), not the request."""
-CALLER = "user"
-"""The handler parameter that gets the name of the request's API key, as Connexion's security
-put it in the request's context."""
+CALLER = "token_info"
+"""The handler parameter that gets what Connexion's security put in the request's context of
+its API key (`users_api.auth`: `sub`, its name; `client`, its digest)."""
 
 
 class HandlerMismatch(Exception):
@@ -33,7 +33,7 @@ class HandlerArguments:
     Each path, query and header parameter the operation declares comes under its Python name
     (`If-Match` is `if_match`), coerced to its schema's type as Connexion coerces it; a query
     parameter that is absent gets its schema's default, or none; the JSON body comes as `body`
-    (or the operation's `x-body-name`), and the API key's name as `user` to a handler that takes
+    (or the operation's `x-body-name`), and the API key's `token_info` to a handler that takes
     it. Connexion's validation has passed them all already.
     """
 

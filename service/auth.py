@@ -186,7 +186,9 @@ class ApiKeyBearer(BearerSecurityHandler):
                     "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'
                 },
             )
-        return {"sub": found.name, "scope": sorted(found.granted)}
+        # `client` names the key for what a client keeps of its own (its idempotency keys): its
+        # digest, which no renaming or reordering of the key list changes.
+        return {"sub": found.name, "scope": sorted(found.granted), "client": found.digest.hex()}
 
 
 def security_map(

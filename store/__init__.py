@@ -22,8 +22,8 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
-    """A client's `Idempotency-Key` for one create: its key's name, the key, and a digest of
-    the request's body, which must be the same each time the key is sent."""
+    """A client's `Idempotency-Key` for one create: who the client is (its API key's digest),
+    the key, and a digest of the request's body, which must be the same each time."""
 
     owner: str
     key: str

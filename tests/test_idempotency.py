@@ -20,13 +20,14 @@ from tests.servers import AUTH as SERVER_AUTH
 from tests.servers import serve
 from tests.stores import fresh_store, fresh_store_url, postgres_schema
 from tests.test_operations import client_with
+from users_api.app import create_app
 from users_api.handlers.problem_types import (
     IDEMPOTENCY_KEY_IN_USE,
     IDEMPOTENCY_KEY_REUSED,
     USERNAME_TAKEN,
     VALIDATION,
 )
-from users_api.settings import APP_FLAVOURS
+from users_api.settings import APP_FLAVOURS, Settings
 
 KEY = '"8e03978e-40d5-43e8-bc93-6894a57f9324"'
 LOAD = ("--rate-limit-writes", "100000/second")
@@ -147,3 +148,16 @@ def test_retries_across_two_workers_and_a_restart_create_one_user(
     assert after_restart == created[0]
     assert [user["id"] for user in users] == [created[0]["id"]]
     print(f"{backend}: {dict(answers)}")  # noqa: T201  # the closing note quotes these
+
+
+def test_a_clients_keys_follow_its_api_key_not_its_place_in_the_list(tmp_path: Path) -> None:
+    """`USERS_API_KEYS=k1,k2`, then a restart with `k2,k1`: each key's name changes places."""
+    with fresh_store("sqlite", tmp_path) as store:
+        before = create_app(Settings(api_keys=("k1", "k2")), store=store).test_client()
+        after = create_app(Settings(api_keys=("k2", "k1")), store=store).test_client()
+        first = before.post("/users", json={"username": "cosmo"}, headers=keyed(api_key="k1"))
+        mine = after.post("/users", json={"username": "cosmo"}, headers=keyed(api_key="k1"))
+        theirs = after.post("/users", json={"username": "cosmo"}, headers=keyed(api_key="k2"))
+    assert (first.status_code, mine.status_code) == (201, 201)
+    assert (mine.json(), mine.headers["Idempotent-Replayed"]) == (first.json(), "true")
+    assert_problem(theirs, 409, USERNAME_TAKEN)  # its own create, not k1's replayed

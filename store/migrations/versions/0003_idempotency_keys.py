@@ -19,7 +19,7 @@ down_revision = "0002"
 def upgrade() -> None:
     op.create_table(
         "idempotency_keys",
-        sa.Column("owner", sa.String(64), primary_key=True),  # the API key's name
+        sa.Column("owner", sa.String(64), primary_key=True),  # the API key's digest, in hex
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("user_id", sa.BigInteger, nullable=False),
