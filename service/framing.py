@@ -88,12 +88,7 @@ class RequestFraming:
             # Connexion's validator would read the first, Flask both joined: never the same body.
             raise invalid("A request may have one Content-Type.", [])
 
-        framed = [
-            (k, v)
-            for k, v in scope["headers"]
-            if k not in (b"content-length", b"transfer-encoding")
-        ]
-        framed.append((b"content-length", str(len(body)).encode()))
+        framed = _framed(scope["headers"], len(body))
         replayed = False
 
         async def replay() -> Message:
@@ -110,6 +105,18 @@ class RequestFraming:
             status=413,
             detail=f"The request body is larger than {self.max_bytes} bytes.",
         )
+
+
+def _framed(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    """The request's headers with an exact Content-Length, and each header sent on several
+    lines as one, its values comma-joined (RFC 9110, section 5.3): else Connexion's validators,
+    Flask and the handlers would each read another line of it (the first, or all joined)."""
+    values: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        if name not in (b"content-length", b"transfer-encoding"):
+            values.setdefault(name, []).append(value)
+    combined = [(name, b", ".join(lines)) for name, lines in values.items()]
+    return [*combined, (b"content-length", str(length).encode())]
 
 
 class BodilessResponses:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from users_api.handlers.health import check_health
 
 PATH = "/healthz"
+HEAD_OR_GET = ("HEAD", "GET")
 OPERATION_ID = "users_api.handlers.health.check_health"
 """As Connexion's router would name it, for the access log and the metrics."""
 
@@ -24,7 +25,7 @@ class Liveness:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "GET":
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] not in HEAD_OR_GET:
             await self.app(scope, receive, send)
             return
         scope.setdefault("extensions", {})[ROUTING_CONTEXT] = {"operation_id": OPERATION_ID}

@@ -15,6 +15,8 @@ from users_api.ratelimit import parse_limits
 from users_api.store import UserStore, open_store
 
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+MAX_RETENTION_HOURS = 10 * 366 * 24
+"""Ten years: far past any retry, and far inside the dates a database can hold."""
 APP_FLAVOURS = ("async", "flask")
 """Connexion's `AsyncApp` (the default: twice the throughput here) or its `FlaskApp`: the
 same spec and handlers under either."""
@@ -66,9 +68,9 @@ class Settings:
             )
         if self.store_timeout_ms < 1:
             raise SettingsError(f"store_timeout_ms must be at least 1, not {self.store_timeout_ms}")
-        if self.idempotency_retention_hours < 1:
+        if not 1 <= self.idempotency_retention_hours <= MAX_RETENTION_HOURS:
             raise SettingsError(
-                "idempotency_retention_hours must be at least 1, "
+                f"idempotency_retention_hours must be 1 to {MAX_RETENTION_HOURS}, "
                 f"not {self.idempotency_retention_hours}"
             )
         if self.workers < 1:

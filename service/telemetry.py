@@ -21,6 +21,10 @@ AUTH_FAILURES = {401, 403}
 CUT_SHORT = "The service stopped before this request was answered; retry it."
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""What the access log and the metrics say of a request its client abandoned (nginx's code)."""
+
+
 class RequestTelemetry:
     """Outside Connexion's exception handling, so it sees every final status.
 
@@ -73,6 +77,8 @@ class RequestTelemetry:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, measure)
+            if not responded:  # the client left before its request was whole: no one to answer
+                status = CLIENT_CLOSED_REQUEST
         except asyncio.CancelledError:
             # The shutdown grace ended with this request unanswered (its body still arriving,
             # say) and uvicorn cancelled it: a 503 to retry elsewhere, not uvicorn's bare 500.

@@ -9,6 +9,7 @@ hand, say) is version 1."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,11 +36,13 @@ class ImportRejected(Exception):
 
 
 async def export_users(store: UserStore, path: Path) -> int:
-    """Write every user to `path`, by id; the file appears only once it is complete."""
-    partial = path.with_name(f".{path.name}.partial")
+    """Write every user to `path`, by id; the file appears only once it is complete (each
+    export writes a partial file of its own beside it: two at once do not collide)."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    partial = Path(name)
     count, after = 0, 0
     try:
-        with partial.open("w", encoding="utf-8") as sink:
+        with open(handle, "w", encoding="utf-8") as sink:
             while page := await store.list(after=after, limit=PAGE):
                 sink.writelines(json.dumps(_line(user)) + "\n" for user in page)
                 count, after = count + len(page), page[-1].id
@@ -93,6 +96,8 @@ def _valid_record(line: bytes, validator: Draft4Validator) -> dict[str, Any]:
         raise ValueError("not UTF-8") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"not JSON: {error.msg} at column {error.colno}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     problems = sorted(
         f"/{'/'.join(map(str, error.instance_path))}: {error.message}"
         if error.instance_path

@@ -331,8 +331,22 @@ def test_an_empty_body_on_an_operation_that_takes_none_is_no_body(client: TestCl
     assert client.get("/users", headers=AUTH | {"Content-Length": "0"}).status_code == 200
 
 
-def test_the_liveness_probe_answers_before_it_reads_a_body(client: TestClient) -> None:
-    assert client.request("GET", "/healthz", content=b"x" * 100_000).status_code == 200
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_liveness_probe_answers_before_it_reads_a_body(client: TestClient, method: str) -> None:
+    assert client.request(method, "/healthz", content=b"x" * 100_000).status_code == 200
+
+
+def test_a_header_sent_on_two_lines_is_read_as_one_list_by_both_app_classes(
+    client: TestClient,
+) -> None:
+    """RFC 9110, section 5.3: `If-Match: "1"` and `If-Match: "2"` are `If-Match: "1", "2"`."""
+    client.post("/users", json={"username": "cosmo"}, headers=AUTH)
+    client.put("/users/1", json={"username": "kramer"}, headers=AUTH)  # now at "2"
+    match = [*AUTH.items(), ("If-Match", '"1"'), ("If-Match", '"2"')]
+    none_match = [*AUTH.items(), ("If-None-Match", '"1"'), ("If-None-Match", '"3"')]
+    matched = client.put("/users/1", json={"username": "newman"}, headers=match)
+    unchanged = client.get("/users/1", headers=none_match)
+    assert (matched.status_code, unchanged.status_code) == (200, 304)
 
 
 def test_a_body_sent_to_a_path_the_api_lacks_is_still_a_404(client: TestClient) -> None:

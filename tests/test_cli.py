@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from tests.stores import Blocking, migrated, postgres_schema
 from users_api.app import create_app
 from users_api.cli import main
 from users_api.settings import Settings
+from users_api.store import User
 from users_api.store.migrations import head
 from users_api.store.sql import SQLStore
 
@@ -122,6 +125,7 @@ def test_import_names_every_bad_line_and_imports_nothing(
                 "",
                 line(6, "jerry", admin=True),
                 line(7, "newman"),
+                "[" * 100_000 + "]" * 100_000,
             ]
         )
         + "\n"
@@ -129,11 +133,12 @@ def test_import_names_every_bad_line_and_imports_nothing(
     assert main(["import", "--store", sqlite_url, str(source)]) == 1
     errors = capsys.readouterr().err.splitlines()
     numbers = [error.split(":")[0] for error in errors[:-1]]
-    assert numbers == ["line 2", "line 3", "line 4", "line 6"]
+    assert numbers == ["line 2", "line 3", "line 4", "line 6", "line 8"]
     assert "/username" in errors[1]
     assert "/created_at" in errors[2]
     assert "'admin' was unexpected" in errors[3]
-    assert errors[-1] == "4 bad line(s); nothing was imported"
+    assert errors[4] == "line 8: nested too deeply"
+    assert errors[-1] == "5 bad line(s); nothing was imported"
     assert Blocking(SQLStore(sqlite_url)).list(after=0, limit=10) == []
 
 
@@ -218,3 +223,20 @@ def test_import_of_a_missing_file_fails_with_a_message(
 ) -> None:
     assert main(["import", "--store", sqlite_url, str(tmp_path / "missing.jsonl")]) == 1
     assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_two_exports_to_one_file_at_once_both_finish_and_leave_one_whole_file(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    created = datetime(2026, 1, 2, tzinfo=UTC)
+    store = Blocking(migrated(sqlite_url))
+    store.add_all(User(n, f"user{n}", created, created, 1) for n in range(1, 3001))
+    exported = tmp_path / "users.jsonl"
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(
+            pool.map(lambda _: main(["export", "--store", sqlite_url, str(exported)]), range(2))
+        )
+    assert outcomes == [0, 0]
+    assert len(exported.read_text().splitlines()) == 3000
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]
+    store.close()

@@ -441,3 +441,19 @@ def test_two_instances_over_one_postgresql_lose_no_update(tmp_path: Path) -> Non
         final = httpx.get(f"{second.url}/users/1", headers=AUTH).json()["username"]
     assert successes == 2 * 4 * 25
     assert final == f"n{successes}"
+
+
+def test_a_client_that_leaves_mid_body_is_logged_as_499_not_as_a_server_error(
+    server: Server,
+) -> None:
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(
+            b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 30\r\n\r\n" + b'{"user'
+        )
+    time.sleep(0.5)
+    access = [line for line in log_lines(server) if line["logger"] == "users.access"]
+    posts = [(line["status"], line["level"]) for line in access if line["method"] == "POST"]
+    assert posts == [(499, "INFO")]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'status="500"' not in metrics

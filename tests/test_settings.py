@@ -39,6 +39,11 @@ def test_environment_variables_set_each_field() -> None:
     [
         ({"USERS_PORT": "eighty"}, "USERS_PORT must be a whole number"),
         ({"USERS_WORKERS": "0"}, "workers must be at least 1"),
+        ({"USERS_IDEMPOTENCY_RETENTION_HOURS": "0"}, "idempotency_retention_hours must be 1 to"),
+        (
+            {"USERS_IDEMPOTENCY_RETENTION_HOURS": "100000000"},
+            "idempotency_retention_hours must be 1 to 87840, not 100000000",
+        ),
         ({"USERS_VALIDATE_RESPONSES": "maybe"}, "must be true or false"),
         ({"USERS_POOL_SIZE": "0"}, "pool_size must be at least 1"),
         ({"USERS_SQLITE_SYNCHRONOUS": "OFF"}, "sqlite_synchronous must be FULL or NORMAL"),
