@@ -4,7 +4,11 @@ defines it (what `GET /users/{id}` returns), so an export from one store imports
 Each line carries the user's `version` too, the ETag's: a tag a client took before the move
 names the same version after it, so `If-Match` with an older one still gets 412, and
 `If-None-Match` never answers 304 for content that changed. A line without one (written by
-hand, say) is version 1."""
+hand, say) is version 1.
+
+The last line is `{"last_id": N}`: the highest id the store ever handed out, a deleted user's
+perhaps, which the store moved into hands out no more (ids are never reused). A file without
+it (written by hand, or by 1.0) gives the ids up to its highest user's."""
 
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ from users_api.store import User, UserIdTaken, UsernameTaken, UserStore
 
 PAGE = 1000
 SHOWN_ERRORS = 20
+LAST_ID = "last_id"
+"""The one member of the file's last line."""
+MAX_ID = 2**53 - 1
+"""The spec's largest `User.id`."""
 
 
 class ImportRejected(Exception):
@@ -46,6 +54,7 @@ async def export_users(store: UserStore, path: Path) -> int:
             while page := await store.list(after=after, limit=PAGE):
                 sink.writelines(json.dumps(_line(user)) + "\n" for user in page)
                 count, after = count + len(page), page[-1].id
+            sink.write(json.dumps({LAST_ID: await store.last_id()}) + "\n")
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
@@ -61,7 +70,7 @@ async def import_users(
     `on_read` is told how many bytes each line had, for a progress bar.
     """
     try:
-        return await store.add_all(_users(path, on_read))
+        return await store.add_all(_users(path, on_read), last_id=_last_id(path))
     except (UserIdTaken, UsernameTaken) as error:
         raise ImportRejected([_where_taken(path, error)]) from None
 
@@ -70,16 +79,27 @@ def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
     """The file's users, read once; its bad lines, if any, end it with `ImportRejected`."""
     validator = _line_validator()
     errors: list[str] = []
+    last_id, highest = _last_id(path), 0
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             on_read(len(line))
             if not line.strip():
                 continue
             try:
-                user = _user(_valid_record(line, validator))
+                record = _parsed(line)
+                if _is_last_id(record):
+                    if record[LAST_ID] != last_id:
+                        raise ValueError(
+                            f"{LAST_ID} is the last line, a whole number from 1 to {MAX_ID}"
+                        )
+                    if last_id < highest:
+                        raise ValueError(f"{LAST_ID} {last_id} is below the id {highest}")
+                    continue
+                user = _user(_valid_record(record, validator))
             except ValueError as error:
                 errors.append(f"line {number}: {error}")
                 continue
+            highest = max(highest, user.id)
             if not errors:
                 yield user
     if errors:
@@ -89,15 +109,35 @@ def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
         raise ImportRejected(shown)
 
 
-def _valid_record(line: bytes, validator: Draft4Validator) -> dict[str, Any]:
+def _last_id(path: Path) -> int:
+    """The `last_id` of the file's last line, or 0 without one: read first, for the store."""
+    with path.open("rb") as file:
+        file.seek(max(0, path.stat().st_size - 1024))
+        lines = [line for line in file.read().splitlines() if line.strip()]
     try:
-        record = json.loads(line.decode("utf-8"))
+        record = _parsed(lines[-1]) if lines else None
+    except ValueError:  # `_users` names the line
+        return 0
+    value = record[LAST_ID] if isinstance(record, dict) and _is_last_id(record) else None
+    return value if type(value) is int and 1 <= value <= MAX_ID else 0
+
+
+def _is_last_id(record: Any) -> bool:
+    return isinstance(record, dict) and set(record) == {LAST_ID}
+
+
+def _parsed(line: bytes) -> Any:
+    try:
+        return json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"not JSON: {error.msg} at column {error.colno}") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def _valid_record(record: Any, validator: Draft4Validator) -> dict[str, Any]:
     problems = sorted(
         f"/{'/'.join(map(str, error.instance_path))}: {error.message}"
         if error.instance_path

@@ -133,9 +133,14 @@ class UserStore(Protocol):
         self, user_id: int, *, expected_versions: Collection[int] | None = None
     ) -> None: ...
 
-    async def add_all(self, users: Iterable[User]) -> int:
+    async def add_all(self, users: Iterable[User], *, last_id: int = 0) -> int:
         """Add users as they are (ids, names, timestamps, versions), all or none: an id or a
-        username already taken, or an error raised by `users`, adds none. Returns the count."""
+        username already taken, or an error raised by `users`, adds none. Returns the count.
+        No id up to `last_id` (another store's `last_id()`) is handed out after."""
+        ...
+
+    async def last_id(self) -> int:
+        """The highest id ever handed out, a deleted user's perhaps; 0 before the first."""
         ...
 
     async def prepare(self) -> None:

@@ -90,7 +90,7 @@ class MemoryStore:
             del self._ids_by_name[user.username.lower()]
             del self._ordered_ids[bisect.bisect_left(self._ordered_ids, user_id)]
 
-    async def add_all(self, users: Iterable[User]) -> int:
+    async def add_all(self, users: Iterable[User], *, last_id: int = 0) -> int:
         with self._lock:
             added: dict[int, User] = {}
             ids_by_name: dict[str, int] = {}
@@ -109,8 +109,12 @@ class MemoryStore:
             self._users.update(added)
             self._ids_by_name.update(ids_by_name)
             self._ordered_ids = sorted([*self._ordered_ids, *added])
-            self._last_id = max(self._last_id, *added, 0)
+            self._last_id = max(self._last_id, *added, last_id)
             return len(added)
+
+    async def last_id(self) -> int:
+        with self._lock:
+            return self._last_id
 
     async def prepare(self) -> None:
         pass

@@ -288,11 +288,21 @@ class SQLStore:
             if connection.execute(statement).one_or_none() is None:
                 self._refuse(connection, user_id)
 
-    async def add_all(self, users_to_add: Iterable[User]) -> int:
+    async def add_all(self, users_to_add: Iterable[User], *, last_id: int = 0) -> int:
         """Not a request's call (`users-api import`): it takes as long as the file does."""
-        return await self._in_thread(functools.partial(self._add_all, users_to_add), None)
+        add = functools.partial(self._add_all, users_to_add, last_id)
+        return await self._in_thread(add, None)
 
-    def _add_all(self, users_to_add: Iterable[User]) -> int:
+    @_in_its_threads
+    def last_id(self) -> int:
+        with self._connect() as connection:
+            if connection.dialect.name == "postgresql":
+                handed_out = text(f"SELECT pg_sequence_last_value({_SEQUENCE}::regclass)")
+            else:  # AUTOINCREMENT keeps its highest id here, past deletes
+                handed_out = text("SELECT seq FROM sqlite_sequence WHERE name = 'users'")
+            return int(connection.execute(handed_out).scalar() or 0)
+
+    def _add_all(self, users_to_add: Iterable[User], last_id: int) -> int:
         added = 0
         with self._connect(write=True) as connection:
             if connection.dialect.name == "postgresql":  # no request's statement timeout either
@@ -303,15 +313,14 @@ class SQLStore:
                 _refuse_clashes(connection, batch)
                 connection.execute(insert(users), [_row(user) for user in batch])
                 added += len(batch)
+            # Explicit ids bypass the sequence: move it past them, and past `last_id`, so that
+            # none is handed out again.
+            past = {"last_id": last_id}
             if connection.dialect.name == "postgresql":
-                # Explicit ids bypass the sequence: move it past them so none is handed out again.
-                connection.execute(
-                    text(
-                        "SELECT setval(pg_get_serial_sequence('users', 'id'), "
-                        "GREATEST(max(id), nextval(pg_get_serial_sequence('users', 'id')))) "
-                        "FROM users"
-                    )
-                )
+                connection.execute(text(_MOVE_SEQUENCE_PAST), past)
+            elif last_id and not connection.execute(text(_MOVE_AUTOINCREMENT_PAST), past).rowcount:
+                # No user was ever added to this database: nothing keeps its highest id yet.
+                connection.execute(text(_START_AUTOINCREMENT_PAST), past)
         return added
 
     async def check(self) -> None:
@@ -517,6 +526,16 @@ def _for(caller: _Caller, call: Callable[[], R]) -> R:
     """`call`, run in a store thread for `caller`."""
     _CALLER.set(caller)
     return call()
+
+
+_SEQUENCE = "pg_get_serial_sequence('users', 'id')"
+_MOVE_SEQUENCE_PAST = (
+    f"SELECT setval({_SEQUENCE}, GREATEST(max(id), :last_id, nextval({_SEQUENCE}))) FROM users"
+)
+_MOVE_AUTOINCREMENT_PAST = (
+    "UPDATE sqlite_sequence SET seq = max(seq, :last_id) WHERE name = 'users'"
+)
+_START_AUTOINCREMENT_PAST = "INSERT INTO sqlite_sequence (name, seq) VALUES ('users', :last_id)"
 
 
 def _identity(path: Path) -> tuple[int, int]:

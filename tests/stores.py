@@ -94,8 +94,11 @@ class Blocking:
     def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
         asyncio.run(self.store.delete(user_id, expected_versions=expected_versions))
 
-    def add_all(self, users: Iterable[User]) -> int:
-        return asyncio.run(self.store.add_all(users))
+    def add_all(self, users: Iterable[User], *, last_id: int = 0) -> int:
+        return asyncio.run(self.store.add_all(users, last_id=last_id))
+
+    def last_id(self) -> int:
+        return asyncio.run(self.store.last_id())
 
     def check(self) -> None:
         asyncio.run(self.store.check())

@@ -87,7 +87,7 @@ def test_an_etag_taken_before_a_move_is_as_stale_after_it(tmp_path: Path, sqlite
     source.update(1, username="kramer")  # "2"
     exported = tmp_path / "users.jsonl"
     assert main(["export", "--store", sqlite_url, str(exported)]) == 0
-    assert json.loads(exported.read_text())["version"] == 2
+    assert json.loads(exported.read_text().splitlines()[0])["version"] == 2
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
         store = SQLStore(url)
@@ -99,6 +99,49 @@ def test_an_etag_taken_before_a_move_is_as_stale_after_it(tmp_path: Path, sqlite
         assert put(headers=AUTH | {"If-Match": '"2"'}).headers["ETag"] == '"3"'
         asyncio.run(store.close())
     source.close()
+
+
+def test_no_id_is_handed_out_again_after_a_move_not_even_a_deleted_users(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    source = Blocking(migrated(sqlite_url))
+    for name in ("cosmo", "elaine", "lastone"):
+        source.create(username=name)
+    source.delete(3)  # a client may still hold /users/3
+    exported = tmp_path / "users.jsonl"
+    assert main(["export", "--store", sqlite_url, str(exported)]) == 0
+    assert exported.read_text().splitlines()[-1] == '{"last_id": 3}'
+    with postgres_schema() as url:
+        assert main(["import", "--store", url, str(exported)]) == 0
+        target = Blocking(SQLStore(url))
+        assert target.create(username="somebodyelse").id > 3
+        target.close()
+    source.close()
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            [line(1, "cosmo"), '{"last_id": 5}', line(2, "elaine")],
+            "line 2: last_id is the last line",
+        ),
+        ([line(9, "cosmo"), '{"last_id": 5}'], "line 2: last_id 5 is below the id 9"),
+        ([line(1, "cosmo"), '{"last_id": -1}'], "line 2: last_id is the last line, a whole number"),
+    ],
+    ids=["not-last", "below-an-id", "not-an-id"],
+)
+def test_import_refuses_a_last_id_it_cannot_keep(
+    tmp_path: Path,
+    sqlite_url: str,
+    capsys: pytest.CaptureFixture[str],
+    lines: list[str],
+    message: str,
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    assert main(["import", "--store", sqlite_url, str(source)]) == 1
+    assert message in capsys.readouterr().err
 
 
 def test_import_takes_as_long_as_its_file_whatever_the_store_timeout(
@@ -237,6 +280,6 @@ def test_two_exports_to_one_file_at_once_both_finish_and_leave_one_whole_file(
             pool.map(lambda _: main(["export", "--store", sqlite_url, str(exported)]), range(2))
         )
     assert outcomes == [0, 0]
-    assert len(exported.read_text().splitlines()) == 3000
+    assert len(exported.read_text().splitlines()) == 3000 + 1  # and the last id
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]
     store.close()

@@ -271,3 +271,21 @@ def test_add_all_keeps_the_instant_of_a_time_in_any_zone(backend: Blocking) -> N
     kept = backend.get(1)
     assert (kept.created_at, kept.updated_at) == (in_paris, in_paris)  # the same instant
     assert kept.created_at.utcoffset() == timedelta(0)
+
+
+def test_last_id_counts_deleted_users_and_add_all_moves_past_another_stores(
+    backend: Blocking,
+) -> None:
+    assert backend.last_id() == 0
+    for name in ("cosmo", "elaine", "george"):
+        backend.create(username=name)
+    backend.delete(3)
+    assert backend.last_id() == 3  # the deleted user's id is handed out no more
+    backend.add_all([imported(10, "newman")], last_id=40)  # another store had handed out 40
+    assert backend.create(username="jerry").id > 40
+    assert backend.last_id() > 40
+
+
+def test_add_all_of_no_user_still_moves_past_last_id(backend: Blocking) -> None:
+    backend.add_all([], last_id=7)
+    assert backend.create(username="cosmo").id > 7
