@@ -110,7 +110,6 @@ UNAVAILABLE = ProblemType(
     "timeout or is not ready yet, or the server is shutting down. Nothing was changed. Retry "
     "after `Retry-After` seconds.",
 )
-
 WRITE_OUTCOME_UNKNOWN = ProblemType(
     "write-outcome-unknown",
     503,
