@@ -121,10 +121,12 @@ def problem_body(
     return body
 
 
-def problem_response(status: int, detail: str, headers: Mapping[str, str]) -> Response:
+def problem_response(
+    status: int, detail: str, headers: Mapping[str, str], *, kind: ProblemType | None = None
+) -> Response:
     """A problem answered outside Connexion's error handling, as an ASGI app."""
     return Response(
-        json.dumps(problem_body(status, detail)),
+        json.dumps(problem_body(status, detail, kind)),
         status_code=status,
         headers=dict(headers),
         media_type="application/problem+json",

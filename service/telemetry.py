@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from users_api.handlers.problem_types import WRITE_OUTCOME_UNKNOWN
 from users_api.metrics import Metrics
 from users_api.problems import problem_response
 
@@ -19,8 +20,11 @@ logger = logging.getLogger("users.access")
 
 AUTH_FAILURES = {401, 403}
 CUT_SHORT = "The service stopped before this request was answered; retry it."
-
-
+CUT_SHORT_WRITE = (
+    "The service stopped before this request was answered: the change may or may not have been "
+    "made. Read before retrying; a create sent again with its Idempotency-Key is safe."
+)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CLIENT_CLOSED_REQUEST = 499
 """What the access log and the metrics say of a request its client abandoned (nginx's code)."""
 
@@ -84,9 +88,13 @@ class RequestTelemetry:
             # say) and uvicorn cancelled it: a 503 to retry elsewhere, not uvicorn's bare 500.
             if responded:
                 raise
-            await problem_response(503, CUT_SHORT, {"Retry-After": "1", "Connection": "close"})(
-                scope, receive, measure
-            )
+            writes = scope["method"] not in SAFE_METHODS
+            await problem_response(
+                503,
+                CUT_SHORT_WRITE if writes else CUT_SHORT,
+                {"Retry-After": "1", "Connection": "close"},
+                kind=WRITE_OUTCOME_UNKNOWN if writes else None,
+            )(scope, receive, measure)
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started

@@ -33,6 +33,8 @@ LAST_ID = "last_id"
 """The one member of the file's last line."""
 MAX_ID = 2**53 - 1
 """The spec's largest `User.id`."""
+TAIL_BYTES = 64 * 1024
+"""How much of the file's end is read for its last line: blank lines may follow it."""
 
 
 class ImportRejected(Exception):
@@ -67,8 +69,13 @@ async def import_users(
     """Add the users in `path` in one transaction: all of them, or none if any line is bad.
 
     Every line is checked, so `ImportRejected` lists all bad ones, not just the first;
-    `on_read` is told how many bytes each line had, for a progress bar.
+    `on_read` is told how many bytes each line had, for a progress bar. `path` is a file, not
+    a pipe: its last line is read first, and a taken id or name is looked for in it again.
     """
+    if not path.is_file():
+        raise OSError(
+            f"{path} is not a file (import reads it more than once): nothing was imported"
+        )
     try:
         return await store.add_all(_users(path, on_read), last_id=_last_id(path))
     except (UserIdTaken, UsernameTaken) as error:
@@ -79,21 +86,23 @@ def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
     """The file's users, read once; its bad lines, if any, end it with `ImportRejected`."""
     validator = _line_validator()
     errors: list[str] = []
-    last_id, highest = _last_id(path), 0
+    highest, last_id_line = 0, 0
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             on_read(len(line))
             if not line.strip():
                 continue
+            if last_id_line:
+                errors.append(f"line {last_id_line}: {LAST_ID} belongs on the last line")
+                last_id_line = 0
             try:
                 record = _parsed(line)
                 if _is_last_id(record):
-                    if record[LAST_ID] != last_id:
-                        raise ValueError(
-                            f"{LAST_ID} is the last line, a whole number from 1 to {MAX_ID}"
-                        )
-                    if last_id < highest:
-                        raise ValueError(f"{LAST_ID} {last_id} is below the id {highest}")
+                    last_id_line, value = number, record[LAST_ID]
+                    if type(value) is not int or not 0 <= value <= MAX_ID:
+                        raise ValueError(f"{LAST_ID} is a whole number from 0 to {MAX_ID}")
+                    if value < highest:
+                        raise ValueError(f"{LAST_ID} {value} is below the id {highest}")
                     continue
                 user = _user(_valid_record(record, validator))
             except ValueError as error:
@@ -110,19 +119,21 @@ def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
 
 
 def _last_id(path: Path) -> int:
-    """The `last_id` of the file's last line, or 0 without one: read first, for the store."""
+    """The `last_id` of the file's last line, or 0 without one (or with a bad one, which
+    `_users` names): read first, for the store."""
     with path.open("rb") as file:
-        file.seek(max(0, path.stat().st_size - 1024))
+        file.seek(max(0, path.stat().st_size - TAIL_BYTES))
         lines = [line for line in file.read().splitlines() if line.strip()]
     try:
         record = _parsed(lines[-1]) if lines else None
     except ValueError:  # `_users` names the line
         return 0
     value = record[LAST_ID] if isinstance(record, dict) and _is_last_id(record) else None
-    return value if type(value) is int and 1 <= value <= MAX_ID else 0
+    return value if type(value) is int and 0 <= value <= MAX_ID else 0
 
 
 def _is_last_id(record: Any) -> bool:
+    """Whether a parsed line is the file's last one, `{"last_id": N}`."""
     return isinstance(record, dict) and set(record) == {LAST_ID}
 
 
@@ -173,17 +184,21 @@ def _in_utc(record: dict[str, Any], field: str) -> datetime:
 def _where_taken(path: Path, error: UserIdTaken | UsernameTaken) -> str:
     """The store refused an id or username: name the line, and an earlier one that has it."""
 
-    def names_it(record: dict[str, Any]) -> bool:
+    def names_it(line: bytes) -> bool:
+        """Whether a user's line has the id or name (the store refused before reading on: a
+        later line may be blank, bad, or the last id)."""
+        try:
+            record = _parsed(line)
+        except ValueError:
+            return False
+        if not isinstance(record, dict) or _is_last_id(record):
+            return False
         if isinstance(error, UserIdTaken):
-            return bool(record["id"] == error.user_id)
-        return str(record["username"]).lower() == error.username.lower()
+            return bool(record.get("id") == error.user_id)
+        return str(record.get("username", "")).lower() == error.username.lower()
 
     with path.open("rb") as lines:
-        numbers = [
-            number
-            for number, line in enumerate(lines, 1)
-            if line.strip() and names_it(json.loads(line))
-        ]
+        numbers = [number for number, line in enumerate(lines, 1) if names_it(line)]
     where = f"line {numbers[-1]}: {error}"
     return where + (f" (line {numbers[0]} has it too)" if len(numbers) > 1 else "")
 

@@ -402,7 +402,8 @@ class SQLStore:
     async def _in_thread(self, call: Callable[[], R], timeout_seconds: float | None) -> R:
         """`call`, run in the store's threads with the caller's context (its request id); after
         `timeout_seconds` (if any) the caller gets `StoreUnavailable`, and the thread finishes
-        alone."""
+        alone: a write it had not begun to commit is rolled back, and one it had is
+        `WriteOutcomeUnknown` to the caller."""
         caller = _Caller()
         in_context = functools.partial(contextvars.copy_context().run, _for, caller, call)
         try:
@@ -412,6 +413,9 @@ class SQLStore:
         try:
             async with asyncio.timeout(timeout_seconds) as waiting:
                 return await running
+        except asyncio.CancelledError:  # the request was cut short (the shutdown grace ended)
+            caller.give_up()  # a write not yet committing is rolled back
+            raise
         except TimeoutError:
             if not waiting.expired():  # the call's own, a socket's say: not the deadline
                 raise
@@ -427,15 +431,25 @@ class SQLStore:
         self._require_current_schema()
         if write:
             self._refuse_another_file()
-        with (
-            self._unavailable_on_connection_errors(),
-            self._taking_turns() if write else nullcontext(),
-            self.engine.begin() if write else self.engine.connect() as connection,
-        ):
-            yield connection
-            if write and (caller := _CALLER.get()) is not None and not caller.may_commit():
-                # Its caller was answered 503 already: what it was told did not happen must not.
-                raise StoreUnavailable("the write finished past its deadline: rolled back")
+        committing = False
+        try:
+            with (
+                self._unavailable_on_connection_errors(),
+                self._taking_turns() if write else nullcontext(),
+                self.engine.begin() if write else self.engine.connect() as connection,
+            ):
+                yield connection
+                if write and (caller := _CALLER.get()) is not None and not caller.may_commit():
+                    # Its caller was answered 503 already: what it was told did not happen must
+                    # not.
+                    raise StoreUnavailable("the write finished past its deadline: rolled back")
+                committing = write
+        except StoreUnavailable as error:
+            if committing and self.engine.dialect.name == "postgresql":
+                # The connection failed in COMMIT: whether it took, only a read can tell. (A
+                # COMMIT that SQLite refuses has rolled back.)
+                raise WriteOutcomeUnknown(f"{error.reason}, in COMMIT") from error
+            raise
 
     @contextmanager
     def _taking_turns(self) -> Iterator[None]:

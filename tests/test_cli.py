@@ -120,6 +120,13 @@ def test_no_id_is_handed_out_again_after_a_move_not_even_a_deleted_users(
     source.close()
 
 
+def test_import_of_what_is_not_a_file_says_so(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", "--store", sqlite_url, str(tmp_path)]) == 1
+    assert "is not a file (import reads it more than once)" in capsys.readouterr().err
+
+
 def test_import_takes_as_long_as_its_file_whatever_the_store_timeout(
     tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,22 +199,32 @@ def test_import_names_an_id_or_a_time_out_of_range_as_a_bad_line(
     ("lines", "message"),
     [
         ([line(10, "elaine"), line(11, "COSMO")], "line 2: The username 'COSMO' is taken."),
+        (
+            [line(10, "elaine"), line(11, "COSMO"), '{"last_id": 11}'],
+            "line 2: The username 'COSMO' is taken.",
+        ),
         ([line(1, "elaine")], "line 1: User 1 exists already."),
         (
             [line(10, "elaine"), line(11, "newman"), line(12, "Elaine")],
             "line 3: The username 'Elaine' is taken. (line 1 has it too)",
         ),
-        ([line(10, "elaine"), LAST_5, line(11, "newman")], "line 2: last_id is the last line"),
+        (
+            [line(10, "elaine"), LAST_5, line(11, "newman")],
+            "line 2: last_id belongs on the last line",
+        ),
         ([line(19, "elaine"), LAST_5], "line 2: last_id 5 is below the id 19"),
-        ([line(10, "elaine"), '{"last_id": -1}'], "line 2: last_id is the last line, a whole"),
+        ([line(10, "elaine"), '{"last_id": -1}'], "line 2: last_id is a whole number from 0"),
+        ([line(10, "elaine"), '{"last_id": false}'], "line 2: last_id is a whole number from 0"),
     ],
     ids=[
         "name-in-store",
+        "name-in-store-in-an-export",
         "id-in-store",
         "name-twice-in-file",
         "last-id-not-last",
         "last-id-below-an-id",
         "last-id-not-an-id",
+        "last-id-not-a-number",
     ],
 )
 def test_import_of_a_line_it_cannot_keep_names_the_line_and_imports_nothing(

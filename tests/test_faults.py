@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import event, make_url
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import API_KEY, assert_problem
 from tests.conftest import AUTH as TEST_AUTH
@@ -21,7 +23,7 @@ from tests.faults import Proxy, proxy_to
 from tests.servers import AUTH, Server, serve
 from tests.stores import fresh_store_url, migrated, postgres_schema
 from users_api.app import create_app
-from users_api.handlers.problem_types import WRITE_OUTCOME_UNKNOWN
+from users_api.handlers.problem_types import UNAVAILABLE, WRITE_OUTCOME_UNKNOWN, ProblemType
 from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store import StoreUnavailable, WriteOutcomeUnknown
 from users_api.store.sql import CHECK_EVERY_SECONDS, SQLStore
@@ -180,6 +182,47 @@ def test_a_write_answered_503_for_its_deadline_is_not_applied_after_it(tmp_path:
     time.sleep(0.8)  # the write got its turn after the caller was told 503
     assert asyncio.run(store.list(after=0, limit=10)) == []
     asyncio.run(store.close())
+
+
+def test_a_write_cut_short_before_it_commits_is_rolled_back(tmp_path: Path) -> None:
+    """As at the end of the shutdown grace, when uvicorn cancels what is still running."""
+    store = migrated(f"sqlite:///{tmp_path / 'users.db'}")
+    turn = store._writers
+    assert turn is not None
+    turn.acquire()  # another writer holds SQLite's turn
+    threading.Timer(0.5, turn.release).start()
+
+    async def cut_short() -> None:
+        write = asyncio.create_task(store.create(username="cosmo"))
+        await asyncio.sleep(0.1)
+        write.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await write
+
+    asyncio.run(cut_short())
+    time.sleep(0.8)  # the write got its turn after its request was cut short
+    assert asyncio.run(store.list(after=0, limit=10)) == []
+    asyncio.run(store.close())
+
+
+@pytest.mark.parametrize(
+    ("backend", "kind"), [("sqlite", UNAVAILABLE), ("postgresql", WRITE_OUTCOME_UNKNOWN)]
+)
+def test_a_connection_lost_in_commit_leaves_the_outcome_unknown_on_postgresql(
+    tmp_path: Path, backend: str, kind: ProblemType
+) -> None:
+    """A COMMIT that fails on SQLite has rolled back; on PostgreSQL the server may have taken it."""
+    with fresh_store_url(backend, tmp_path) as url:
+        store = migrated(url)
+
+        def lost(_: object) -> None:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+        event.listen(store.engine, "commit", lost)
+        client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+        response = client.post("/users", json={"username": "cosmo"}, headers=TEST_AUTH)
+        assert_problem(response, 503, kind)
+        asyncio.run(store.close())
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
