@@ -140,7 +140,8 @@ class UserStore(Protocol):
         ...
 
     async def last_id(self) -> int:
-        """The highest id ever handed out, a deleted user's perhaps; 0 before the first."""
+        """The highest id ever handed out, a deleted user's perhaps (on PostgreSQL, perhaps one
+        that a refused create used up); 0 before the first."""
         ...
 
     async def prepare(self) -> None:
