@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     store = store or settings.open_store()
     text = SPEC.read_text()
     spec = yaml.safe_load(text)
+    path_items = _path_items(spec["paths"])
     metrics = Metrics()
     limiter = Limiter(settings.rate_limit_storage, timeout_ms=settings.rate_limit_timeout_ms)
     resolver = StoreResolver(store, in_thread_loops=settings.app == "flask")
@@ -128,7 +129,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         RequestFraming,
         position=MiddlewarePosition.BEFORE_ROUTING,
         max_bytes=settings.max_body_bytes,
-        takes_body=_takes_body(spec["paths"]),
+        takes_body=_takes_body(path_items),
     )
     app.add_api(
         _for_connexion(spec, public_reads=settings.public_reads),
@@ -140,7 +141,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
     )
     install_error_handlers(
         app,
-        allowed_methods=_allowed_methods(spec["paths"]),
+        allowed_methods=_allowed_methods(path_items),
         on_store_error_seen=lambda error: metrics.store_errors.labels(type(error).__name__).inc(),
     )
     return app
@@ -236,32 +237,38 @@ def _operations(paths: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, M
                 yield template, operation
 
 
-def _allowed_methods(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str], list[str]]:
+PathItems = Callable[[str], Mapping[str, Any] | None]
+"""The spec's path item that a request path matches, as the router matches it; None for none."""
+
+
+def _path_items(paths: Mapping[str, Mapping[str, Any]]) -> PathItems:
+    routes = [(compile_path(template)[0], item) for template, item in paths.items()]
+
+    def item_of(path: str) -> Mapping[str, Any] | None:
+        return next((item for pattern, item in routes if pattern.match(path)), None)
+
+    return item_of
+
+
+def _allowed_methods(item_of: PathItems) -> Callable[[str], list[str]]:
     """The methods the spec gives a request path, for a 405's `Allow` header: HEAD too where
     there is GET, as the router answers it."""
-    routes = [
-        (compile_path(template)[0], _with_head([m.upper() for m in item if m in _METHODS]))
-        for template, item in paths.items()
-    ]
 
     def allowed(path: str) -> list[str]:
-        return next((methods for pattern, methods in routes if pattern.match(path)), [])
+        item = item_of(path) or {}
+        return _with_head([method.upper() for method in item if method in _METHODS])
 
     return allowed
 
 
-def _takes_body(paths: Mapping[str, Mapping[str, Any]]) -> Callable[[str, str], bool | None]:
+def _takes_body(item_of: PathItems) -> Callable[[str, str], bool | None]:
     """Whether the operation a request (method, path) is for takes a body; None when the spec
     has no such operation (the router answers 404 or 405). A HEAD is its GET."""
-    routes = [(compile_path(template)[0], item) for template, item in paths.items()]
 
     def takes_body(method: str, path: str) -> bool | None:
         name = "get" if method == "HEAD" else method.lower()
-        for pattern, item in routes:
-            if pattern.match(path):
-                operation = item.get(name) if name in _METHODS else None
-                return None if operation is None else "requestBody" in operation
-        return None
+        operation = (item_of(path) or {}).get(name) if name in _METHODS else None
+        return None if operation is None else "requestBody" in operation
 
     return takes_body
 

@@ -21,7 +21,6 @@ from users_api.handlers.problem_types import (
     IDEMPOTENCY_KEY_REUSED,
     INSUFFICIENT_SCOPE,
     PRECONDITION_FAILED,
-    PROBLEM_TYPES,
     RATE_LIMITED,
     UNAUTHORIZED,
     UNAVAILABLE,
@@ -76,7 +75,7 @@ tries again."""
 
 def invalid(detail: str, errors: Sequence[Mapping[str, str]]) -> ProblemException:
     """A 400 that lists every failing field."""
-    return ProblemException(status=400, type=VALIDATION.uri, detail=detail, ext={"errors": errors})
+    return ProblemException(status=400, detail=detail, ext={"errors": errors})
 
 
 def problem(
@@ -143,9 +142,8 @@ def install_error_handlers(
 
     def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, ProblemException)
-        kind = PROBLEM_TYPES.get(str(exc.type).removeprefix("/problems/"))
         return problem(
-            request, exc.status, str(exc.detail), kind=kind, extensions=exc.ext, headers=exc.headers
+            request, exc.status, str(exc.detail), extensions=exc.ext, headers=exc.headers
         )
 
     def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+"""The methods that change something: limited per key (and, cut short, of unknown outcome)."""
 WARN_EVERY_SECONDS = 10
 UNLIMITED_PATHS = {"/healthz", "/readyz"}
 """Probes: a load balancer must always get through. (Prometheus's scrapes of /metrics are

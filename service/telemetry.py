@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from users_api.handlers.problem_types import WRITE_OUTCOME_UNKNOWN
 from users_api.metrics import Metrics
 from users_api.problems import problem_response
+from users_api.ratelimit import WRITES
 
 logger = logging.getLogger("users.access")
 
@@ -24,7 +25,6 @@ CUT_SHORT_WRITE = (
     "The service stopped before this request was answered: the change may or may not have been "
     "made. Read before retrying; a create sent again with its Idempotency-Key is safe."
 )
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CLIENT_CLOSED_REQUEST = 499
 """What the access log and the metrics say of a request its client abandoned (nginx's code)."""
 
@@ -88,7 +88,7 @@ class RequestTelemetry:
             # say) and uvicorn cancelled it: a 503 to retry elsewhere, not uvicorn's bare 500.
             if responded:
                 raise
-            writes = scope["method"] not in SAFE_METHODS
+            writes = scope["method"] in WRITES
             await problem_response(
                 503,
                 CUT_SHORT_WRITE if writes else CUT_SHORT,

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from jsonschema_rs import Draft4Validator
@@ -99,7 +99,7 @@ def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
                 record = _parsed(line)
                 if _is_last_id(record):
                     last_id_line, value = number, record[LAST_ID]
-                    if type(value) is not int or not 0 <= value <= MAX_ID:
+                    if not _is_id_count(value):
                         raise ValueError(f"{LAST_ID} is a whole number from 0 to {MAX_ID}")
                     if value < highest:
                         raise ValueError(f"{LAST_ID} {value} is below the id {highest}")
@@ -128,13 +128,18 @@ def _last_id(path: Path) -> int:
         record = _parsed(lines[-1]) if lines else None
     except ValueError:  # `_users` names the line
         return 0
-    value = record[LAST_ID] if isinstance(record, dict) and _is_last_id(record) else None
-    return value if type(value) is int and 0 <= value <= MAX_ID else 0
+    value = record[LAST_ID] if _is_last_id(record) else None
+    return value if _is_id_count(value) else 0
 
 
-def _is_last_id(record: Any) -> bool:
+def _is_last_id(record: Any) -> TypeGuard[dict[str, Any]]:
     """Whether a parsed line is the file's last one, `{"last_id": N}`."""
     return isinstance(record, dict) and set(record) == {LAST_ID}
+
+
+def _is_id_count(value: Any) -> TypeGuard[int]:
+    """Whether a `last_id` is one: a whole number from 0 to `MAX_ID`."""
+    return type(value) is int and 0 <= value <= MAX_ID
 
 
 def _parsed(line: bytes) -> Any:

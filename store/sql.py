@@ -25,6 +25,7 @@ from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     DateTime,
     Dialect,
     Engine,
@@ -48,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.sql.dml import ReturningInsert
 
 from users_api.store import (
     IdempotencyKey,
@@ -93,6 +95,9 @@ users = Table(
     Column("updated_at", UTCDateTime()),
     Column("version", Integer),
 )
+lowered_username: ColumnElement[str] = func.lower(users.c.username)
+"""A username as the unique index compares it, and as Python's `lower()` gives it for the ASCII
+names the spec allows (in the "C" collation on PostgreSQL: migration 0002)."""
 idempotency_keys = Table(
     "idempotency_keys",
     MetaData(),
@@ -161,7 +166,11 @@ class SQLStore:
         """More than the pool's connections, so that a call waits for a connection inside the
         pool's own timeout (then 503), and a read is not queued behind writers waiting for
         SQLite's write lock."""
-        self._timeout_ms = timeout_ms
+        self._lock_timeout_ms = (
+            sqlite_busy_timeout_ms if self.engine.dialect.name == "sqlite" else timeout_ms
+        )
+        """How long a migration waits for its lock (SQLite's connections wait their busy
+        timeout)."""
         self._retention = timedelta(hours=idempotency_retention_hours)
         self._next_forget = 0.0
         self._schema_current = False
@@ -182,14 +191,8 @@ class SQLStore:
 
     @_in_its_threads
     def create(self, *, username: str) -> User:
-        now = datetime.now(UTC)
-        statement = (
-            insert(users)
-            .values(username=username, created_at=now, updated_at=now, version=1)
-            .returning(*users.c)
-        )
         with self._writing(username) as connection:
-            return _user(connection.execute(statement).one())
+            return _user(connection.execute(_new_user(username, datetime.now(UTC))).one())
 
     @_in_its_threads
     def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
@@ -212,13 +215,7 @@ class SQLStore:
                     raise IdempotencyKeyReused()
                 created = found.created_at
                 return User(found.user_id, found.username, created, created, version=1), True
-            user = _user(
-                connection.execute(
-                    insert(users)
-                    .values(username=username, created_at=now, updated_at=now, version=1)
-                    .returning(*users.c)
-                ).one()
-            )
+            user = _user(connection.execute(_new_user(username, now)).one())
             connection.execute(
                 insert(idempotency_keys).values(
                     owner=key.owner,
@@ -253,7 +250,7 @@ class SQLStore:
     def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
         query = select(users).where(users.c.id > after).order_by(users.c.id).limit(limit)
         if username is not None:
-            query = query.where(func.lower(users.c.username) == username.lower())
+            query = query.where(lowered_username == username.lower())
         with self._connect() as connection:
             return [_user(row) for row in connection.execute(query)]
 
@@ -364,10 +361,8 @@ class SQLStore:
 
     def migrate(self) -> str:
         """Bring the schema to the newest revision now, and return it (`users-api migrate`)."""
-        sqlite = self.engine.dialect.name == "sqlite"
-        lock_timeout_ms = self._busy_timeout_ms if sqlite else self._timeout_ms
         with self._unavailable_on_connection_errors():
-            revision = upgrade(self.engine, lock_timeout_ms=lock_timeout_ms)
+            revision = upgrade(self.engine, lock_timeout_ms=self._lock_timeout_ms)
         self._found_current(revision)
         return revision
 
@@ -486,7 +481,7 @@ class SQLStore:
         try:
             with self._unavailable_on_connection_errors(), self.engine.connect() as connection:
                 return connection.execute(
-                    select(users.c.id).where(func.lower(users.c.username) == username.lower())
+                    select(users.c.id).where(lowered_username == username.lower())
                 ).scalar()
         except StoreUnavailable:
             return None
@@ -560,12 +555,11 @@ def _identity(path: Path) -> tuple[int, int]:
 
 def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
     """Raise for the first user whose id or username is taken, in the database or earlier on."""
-    names = func.lower(users.c.username)
     taken = connection.execute(
-        select(users.c.id, names).where(
+        select(users.c.id, lowered_username).where(
             or_(
                 users.c.id.in_([user.id for user in batch]),
-                names.in_([user.username.lower() for user in batch]),
+                lowered_username.in_([user.username.lower() for user in batch]),
             )
         )
     ).all()
@@ -578,6 +572,12 @@ def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
             raise UsernameTaken(user.username)
         taken_ids.add(user.id)
         taken_names.add(user.username.lower())
+
+
+def _new_user(username: str, now: datetime) -> ReturningInsert[Any]:
+    """The statement that adds a user, at version 1, and returns it."""
+    values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
+    return insert(users).values(values).returning(*users.c)
 
 
 def _row(user: User) -> dict[str, Any]:

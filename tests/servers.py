@@ -18,6 +18,8 @@ import httpx
 API_KEY = "k1"
 """The key every server here is started with (in `USERS_API_KEYS`, never on the command line)."""
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+LOAD = ("--rate-limit-writes", "100000/second")
+"""For the tests that hammer the server on purpose: no normal client writes this fast."""
 USERS_API = (sys.executable, "-m", "users_api.cli")
 """The command, from this checkout's virtual environment."""
 

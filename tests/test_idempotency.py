@@ -16,8 +16,9 @@ from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
 from tests.conftest import AUTH, assert_problem
+from tests.servers import API_KEY as SERVER_KEY
 from tests.servers import AUTH as SERVER_AUTH
-from tests.servers import serve
+from tests.servers import LOAD, serve
 from tests.stores import fresh_store, fresh_store_url, postgres_schema
 from tests.test_operations import client_with
 from users_api.app import create_app
@@ -30,7 +31,6 @@ from users_api.handlers.problem_types import (
 from users_api.settings import APP_FLAVOURS, Settings
 
 KEY = '"8e03978e-40d5-43e8-bc93-6894a57f9324"'
-LOAD = ("--rate-limit-writes", "100000/second")
 JSON = {"Content-Type": "application/json"}
 NOT_ASCII = "caf\u00e9".encode()
 
@@ -89,7 +89,10 @@ def test_a_repeat_while_the_first_is_in_flight_gets_409_then_its_outcome(tmp_pat
     with postgres_schema() as url, serve(tmp_path, "--store", url) as server:
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         post = lambda: httpx.post(  # noqa: E731
-            f"{server.url}/users", json={"username": "cosmo"}, headers=server_keyed(), timeout=30
+            f"{server.url}/users",
+            json={"username": "cosmo"},
+            headers=keyed(api_key=SERVER_KEY),
+            timeout=30,
         )
         with engine.connect() as blocker:
             blocker.execute(text("LOCK TABLE users IN EXCLUSIVE MODE"))
@@ -108,10 +111,6 @@ def test_a_repeat_while_the_first_is_in_flight_gets_409_then_its_outcome(tmp_pat
         assert replay.headers["Idempotent-Replayed"] == "true"
 
 
-def server_keyed() -> dict[str, str]:
-    return {**SERVER_AUTH, "Idempotency-Key": KEY}
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_retries_across_two_workers_and_a_restart_create_one_user(
     tmp_path: Path, backend: str
@@ -125,7 +124,7 @@ def test_retries_across_two_workers_and_a_restart_create_one_user(
         with httpx.Client(timeout=30) as client:  # a connection of its own: either worker
             while True:
                 response = client.post(
-                    f"{url}/users", json={"username": "cosmo"}, headers=server_keyed()
+                    f"{url}/users", json={"username": "cosmo"}, headers=keyed(api_key=SERVER_KEY)
                 )
                 kind = response.headers.get("Idempotent-Replayed", "first")
                 with lock:

@@ -26,6 +26,7 @@ from sqlalchemy import make_url
 from tests.faults import proxy_to
 from tests.servers import (
     AUTH,
+    LOAD,
     USERS_API,
     Server,
     assert_the_seeds_put_answers_200_400_and_404,
@@ -45,10 +46,6 @@ from users_api.store.sql import CHECK_EVERY_SECONDS
 def server(tmp_path: Path) -> Iterator[Server]:
     with serve(tmp_path) as running:
         yield running
-
-
-LOAD = ("--rate-limit-writes", "100000/second")
-"""For the tests that hammer the server on purpose: no normal client writes this fast."""
 
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)

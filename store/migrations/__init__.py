@@ -15,7 +15,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -30,7 +29,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 @cache
 def head() -> str:
     """The newest revision: the schema this version of the service needs."""
-    return str(ScriptDirectory.from_config(_config()).get_current_head())
+    return str(_scripts().get_current_head())
 
 
 def current(connection: Connection) -> str | None:
@@ -41,13 +40,7 @@ def current(connection: Connection) -> str | None:
 def behind(revision: str | None) -> bool:
     """Whether a database at `revision` needs this version's migrations: it has none yet, or one
     before `head()`. One this version does not know is a later release's: not behind."""
-    if revision is None:
-        return True
-    try:
-        ScriptDirectory.from_config(_config()).get_revision(revision)
-    except CommandError:
-        return False
-    return revision != head()
+    return revision is None or (revision in _known() and revision != head())
 
 
 def upgrade(engine: Engine, *, lock_timeout_ms: int) -> str:
@@ -85,6 +78,17 @@ def upgrade(engine: Engine, *, lock_timeout_ms: int) -> str:
             "migration or a long transaction holds, and gave up; nothing was changed"
         ) from error
     return head()
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    """This version's revisions, read from the package once."""
+    return ScriptDirectory.from_config(_config())
+
+
+@cache
+def _known() -> frozenset[str]:
+    return frozenset(script.revision for script in _scripts().walk_revisions())
 
 
 def _config() -> Config:
