@@ -1,5 +1,6 @@
-"""The distribution as an operator gets it: the sdist and wheel built from this checkout, and the
-wheel installed into a fresh virtual environment outside it."""
+"""The distribution as an operator gets it (the sdist and wheel built from this checkout, and the
+wheel installed into a fresh virtual environment outside it), and as a contributor does
+(`pip install -e .` in setuptools' default editable mode)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ VERSION = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["v
 @dataclass
 class Installed:
     wheel: Path
+    """The wheel installed; for an editable install, the checkout."""
     users_api: Path
     """The `users-api` command of the fresh environment."""
     outside: Path
@@ -44,13 +46,24 @@ def build_and_install(root: Path) -> Installed:
     artifacts = sorted(str(path) for path in dist.iterdir())
     subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *artifacts], check=True)
     (wheel,) = dist.glob("*.whl")
+    return Installed(wheel, *_install(root, str(wheel)))
+
+
+def install_editable(root: Path) -> Installed:
+    """The checkout installed as `pip install -e .` does by default: an import hook that maps
+    `users_api` and its subpackages to the checkout's folders."""
+    return Installed(CHECKOUT, *_install(root, "--editable", str(CHECKOUT)))
+
+
+def _install(root: Path, *what: str) -> tuple[Path, Path]:
+    """`what` pip-installed into a new venv; its `users-api`, and a folder outside the checkout."""
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", *what],
         check=True,
         capture_output=True,
     )
     outside = root / "elsewhere"
     outside.mkdir()
-    return Installed(wheel, venv / "bin" / "users-api", outside)
+    return venv / "bin" / "users-api", outside

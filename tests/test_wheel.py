@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.installed import CHECKOUT, VERSION, Installed
+from tests.installed import CHECKOUT, VERSION, Installed, install_editable
 from tests.servers import AUTH, assert_the_seeds_put_answers_200_400_and_404, serve
 from tests.stores import postgres_schema
 from users_api.store.migrations import head
@@ -65,6 +65,14 @@ def test_the_installed_service_serves_the_contract(
         served = httpx.get(f"{server.url}/openapi.yaml").text
         assert served == (CHECKOUT / "openapi" / "users.yaml").read_text()
         assert httpx.get(f"{server.url}/ui/").status_code == 200
+
+
+def test_an_editable_install_serves_from_any_folder(tmp_path: Path) -> None:
+    editable = install_editable(tmp_path / "editable")
+    with serve(tmp_path, command=[str(editable.users_api)], cwd=editable.outside) as server:
+        assert_the_seeds_put_answers_200_400_and_404(server)
+        served = httpx.get(f"{server.url}/openapi.yaml").text
+        assert served == (CHECKOUT / "openapi" / "users.yaml").read_text()
 
 
 def test_export_then_import_round_trips_every_user(installed: Installed, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from users_api.store import MigrationRefused, StoreUnavailable, UserStore
 from users_api.telemetry import RequestTelemetry
 from users_api.validation import StrictURIParser, validator_map
 
-SPEC = files("users_api").joinpath("openapi", "users.yaml")
+SPEC = files("users_api.openapi").joinpath("users.yaml")
 """The contract, shipped inside the package (the repo's `openapi/users.yaml`)."""
 APP_CLASSES: dict[str, type[AbstractApp]] = {"flask": FlaskApp, "async": AsyncApp}
 """Both run the same `async def` handlers: `AsyncApp` on its event loop, `FlaskApp` on a loop
