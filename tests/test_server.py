@@ -231,6 +231,9 @@ def test_demo_without_a_key_makes_one_up_on_stderr_never_in_the_log(tmp_path: Pa
     finally:
         process.kill()
         process.wait()
+    logged = [json.loads(line) for line in stdout.read_text().splitlines()]
+    access = [line for line in logged if line["logger"] == "users.access"]
+    assert {line["key"] for line in access if line["path"].startswith("/users")} == {"demo", None}
     assert stderr.read_text().count(key[1]) == 1
     assert key[1] not in stdout.read_text()
 

@@ -7,7 +7,7 @@ import copy
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from importlib.resources import files
 from typing import Any
@@ -21,7 +21,7 @@ from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
-from users_api.auth import READ, security_map
+from users_api.auth import ApiKey, security_map
 from users_api.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
 from users_api.framing import BodilessResponses, RequestFraming
 from users_api.headers import ResponseHeaders
@@ -47,8 +47,14 @@ PREPARE_RETRY_SECONDS = 5
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, store: UserStore | None = None) -> AbstractApp:
-    """A users service over `store`, or over the store that `settings.store_url` names."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: UserStore | None = None,
+    keys: Sequence[ApiKey] | None = None,
+) -> AbstractApp:
+    """A users service over `store`, or over the store that `settings.store_url` names, that
+    takes `keys`, or those `settings` lists."""
     settings = settings or Settings.from_env()
     store = store or settings.open_store()
     text = SPEC.read_text()
@@ -78,7 +84,11 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         __name__,
         resolver=resolver,
         validator_map=validator_map(),
-        security_map=security_map(settings.load_keys(), _scopes(spec["paths"])),
+        security_map=security_map(
+            settings.load_keys() if keys is None else keys,
+            _scopes(spec["paths"]),
+            public_reads=settings.public_reads,
+        ),
         lifespan=lifespan,
         middlewares=middlewares(),
     )
@@ -132,7 +142,7 @@ def create_app(settings: Settings | None = None, *, store: UserStore | None = No
         takes_body=_takes_body(path_items),
     )
     app.add_api(
-        _for_connexion(spec, public_reads=settings.public_reads),
+        _for_connexion(spec),
         validate_responses=settings.validate_responses,
         strict_validation=True,  # a query parameter the operation does not declare is a 400
         uri_parser_class=StrictURIParser,  # type: ignore[arg-type]  # a class, as documented
@@ -194,7 +204,7 @@ EXPOSED_HEADERS = (
 """Response headers a browser script on an allowed origin may read."""
 
 
-def _for_connexion(spec: dict[str, Any], *, public_reads: bool) -> dict[str, Any]:
+def _for_connexion(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec as Connexion is given it; the one served at /openapi.json stays as written.
 
     Path-level parameters are moved into each operation: Connexion appends them to the
@@ -210,8 +220,6 @@ def _for_connexion(spec: dict[str, Any], *, public_reads: bool) -> dict[str, Any
         for method, operation in item.items():
             if method in _METHODS:
                 operation["parameters"] = [*operation.get("parameters", []), *shared]
-                if public_reads and operation.get("x-scope") == READ:
-                    operation["security"] = [*spec["security"], {}]
     return document
 
 

@@ -1,7 +1,7 @@
 """API keys: each has a name and scopes, and is known only by its SHA-256 digest.
 
-A key file lists one key a line, `NAME SCOPES KEY`, where KEY is `sha256:` and the key's digest
-in hex (so the file holds no secret), or the key itself:
+A key file lists one key a line, `NAME SCOPES DIGEST`, where DIGEST is `sha256:` and the key's
+SHA-256 in hex, so the file holds no secret; any other line is refused by its number:
 
     # name     scopes                  key
     backend    users:read,users:write  sha256:0b64...e1
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ READ = "users:read"
 WRITE = "users:write"
 SCOPES = (READ, WRITE)
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
 
 
 class KeyFileError(ValueError):
@@ -53,7 +53,13 @@ class ApiKey:
 
 
 def digest(key: str) -> bytes:
+    """SHA-256 of the key's UTF-8, the bytes curl and httpx send for it."""
     return hashlib.sha256(key.encode()).digest()
+
+
+def presented_digest(token: str) -> bytes:
+    """SHA-256 of the bytes a client sent: HTTP headers reach us decoded as latin-1."""
+    return hashlib.sha256(token.encode("latin-1")).digest()
 
 
 def new_key() -> str:
@@ -94,14 +100,13 @@ def read_key_file(path: Path) -> list[ApiKey]:
 def refuse_duplicates(keys: Sequence[ApiKey]) -> None:
     """A name used twice would blur the logs; a key listed twice would get whichever scopes
     came last. Raises KeyFileError for either."""
-    names = [key.name for key in keys]
-    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+    names = Counter(key.name for key in keys)
+    if duplicates := sorted(name for name, count in names.items() if count > 1):
         raise KeyFileError(f"a key name is used twice: {', '.join(duplicates)}")
-    by_digest: dict[bytes, list[str]] = {}
+    seen: dict[bytes, str] = {}
     for key in keys:
-        by_digest.setdefault(key.digest, []).append(key.name)
-    if twice := [names for names in by_digest.values() if len(names) > 1]:
-        raise KeyFileError(f"one key is listed twice, as {' and '.join(twice[0])}")
+        if (first := seen.setdefault(key.digest, key.name)) != key.name:
+            raise KeyFileError(f"one key is listed twice, as {first} and {key.name}")
 
 
 def plain_keys(keys: Iterable[str]) -> list[ApiKey]:
@@ -123,13 +128,16 @@ def parse_name(name: str) -> str:
 def _key(line: str) -> ApiKey:
     parts = line.split()
     if len(parts) != 3:
-        raise ValueError("expected NAME SCOPES KEY, separated by spaces")
+        raise ValueError("expected NAME SCOPES DIGEST, separated by spaces")
     name, scopes, key = parts
     parse_name(name)
     stored = DIGEST.fullmatch(key)
-    if key.startswith("sha256:") and not stored:
-        raise ValueError("a digest is sha256: and 64 lowercase hex digits")
-    return ApiKey(name, parse_scopes(scopes), bytes.fromhex(stored[1]) if stored else digest(key))
+    if not stored:
+        # A typo must not turn the digest into a key that works as typed.
+        raise ValueError(
+            "a key is given as sha256: and its 64 hex digits, as `users-api keys new` prints it"
+        )
+    return ApiKey(name, parse_scopes(scopes), bytes.fromhex(stored[1]))
 
 
 class ApiKeyBearer(BearerSecurityHandler):
@@ -138,46 +146,51 @@ class ApiKeyBearer(BearerSecurityHandler):
     Installed through Connexion's `security_map`: the keys belong to one app, which a
     function named by the spec's `x-bearerInfoFunc` could not know. The scope an operation
     needs is its `x-scope` (OpenAPI 3.0 keeps a bearer scheme's list of scopes empty):
-    `scopes` maps each operationId to it.
+    `scopes` maps each operationId to it. The operations in `public` take requests without a
+    key; a key sent to them is still checked.
     """
 
-    def __init__(self, keys: Sequence[ApiKey], scopes: Mapping[str, str]) -> None:
-        self._keys = keys
+    def __init__(
+        self, keys: Sequence[ApiKey], scopes: Mapping[str, str], public: frozenset[str]
+    ) -> None:
+        self._keys = {key.digest: key for key in keys}
         self._scopes = scopes
+        self._public = public
 
     def get_fn(
         self, security_scheme: dict[str, Any], required_scopes: Sequence[str] | None
     ) -> Callable[[ConnexionRequest], Any]:
-        """The check of every operation that names this scheme. (Connexion's own would read its
-        token function's signature with `inspect` on every request, to learn which arguments
-        it takes: some 14% of a GET. `required_scopes` is empty: the scope is the `x-scope`.)"""
+        """The check of every operation that names this scheme. (Connexion's own reads its
+        token function's signature on every request; `required_scopes` is empty here.)"""
         return self._verify
 
     def _verify(self, request: ConnexionRequest) -> Any:
         scheme, token = self.get_auth_header_value(request)
+        operation = request.scope["extensions"][ROUTING_CONTEXT]["operation_id"]
+        operation = operation.rpartition(".")[2]
+        if scheme is None and operation in self._public:
+            return {"scope": [READ]}
         if scheme != "bearer":
             return NO_VALUE
-        info = self._token_info(token, request)
+        info = self._token_info(token, operation, request)
         if info is None:
             raise OAuthResponseProblem(detail="Provided token is not valid")
         return info
 
-    def _token_info(self, token: str, request: ConnexionRequest) -> dict[str, Any] | None:
+    def _token_info(
+        self, token: str, operation: str, request: ConnexionRequest
+    ) -> dict[str, Any] | None:
         """The key's name and scopes; None (401) for an unknown key; 403 for a missing scope.
 
         The key's name goes into the request's context, where the access log and the metrics
         find it, refused or not.
         """
-        presented = digest(token)
-        found = None
-        for key in self._keys:  # every key is compared every time, in constant time
-            if hmac.compare_digest(presented, key.digest):
-                found = key
+        # Looked up by digest: what a lookup's timing could tell is about the digest, not the key.
+        found = self._keys.get(presented_digest(token))
         if found is None:
             return None
         request.context["user"] = found.name
-        operation = request.scope["extensions"][ROUTING_CONTEXT]["operation_id"]
-        needed = self._scopes.get(operation.rpartition(".")[2])
+        needed = self._scopes.get(operation)
         if needed is not None and needed not in found.granted:
             raise ProblemException(
                 status=403,
@@ -192,6 +205,9 @@ class ApiKeyBearer(BearerSecurityHandler):
 
 
 def security_map(
-    keys: Sequence[ApiKey], scopes: Mapping[str, str]
+    keys: Sequence[ApiKey], scopes: Mapping[str, str], *, public_reads: bool
 ) -> dict[str, Callable[[], ApiKeyBearer]]:
-    return {"bearer": functools.partial(ApiKeyBearer, tuple(keys), scopes)}
+    """With `public_reads`, the operations that need only `users:read` take requests without a
+    key."""
+    public = frozenset(op for op, scope in scopes.items() if public_reads and scope == READ)
+    return {"bearer": functools.partial(ApiKeyBearer, tuple(keys), scopes, public)}

@@ -18,7 +18,15 @@ import uvicorn
 from tqdm import tqdm
 
 from users_api.app import create_app
-from users_api.auth import key_file_line, new_key, parse_name, parse_scopes
+from users_api.auth import (
+    SCOPES,
+    ApiKey,
+    digest,
+    key_file_line,
+    new_key,
+    parse_name,
+    parse_scopes,
+)
 from users_api.logs import FORMATS, log_config
 from users_api.metrics import MULTIPROCESS_DIR
 from users_api.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
@@ -88,23 +96,29 @@ def _serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
         asyncio.run(_prepare(store, demo=demo))
     except StoreUnavailable as error:
         _say(f"The store is unavailable ({error.reason}); /readyz answers 503 until it is up.")
-    if not keys:
-        settings = replace(settings, api_keys=(new_key(),))
-        _say(f"Demo key, every scope, this run only:  Authorization: Bearer {settings.api_keys[0]}")
+    demo_key = None if keys else new_key()
+    if demo_key:
+        keys = [ApiKey("demo", frozenset(SCOPES), digest(demo_key))]
+        _say(f"Demo key, every scope, this run only:  Authorization: Bearer {demo_key}")
     _say(f"Swagger console: http://{settings.host}:{settings.port}/ui/")
     # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: make that
     # second one a clean exit, since stopping on request is success.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = uvicorn_options(settings)
     if settings.workers == 1:
-        uvicorn.run(create_app(settings, store=store), **server)
+        uvicorn.run(create_app(settings, store=store, keys=keys), **server)
         return
     # Each worker process builds its own app and store from the same settings, and writes its
     # metrics where /metrics, in any worker, can add them up.
     asyncio.run(store.close())
-    os.environ.update(settings.to_env())
-    with tempfile.TemporaryDirectory(prefix="users-api-metrics-") as metrics:
-        os.environ[MULTIPROCESS_DIR] = metrics
+    with tempfile.TemporaryDirectory(prefix="users-api-") as run:
+        if demo_key:  # the workers read the demo key's digest, as from any key file
+            key_file = Path(run, "demo-key")
+            key_file.write_text(key_file_line("demo", SCOPES, demo_key) + "\n")
+            settings = replace(settings, api_keys_file=str(key_file))
+        os.environ.update(settings.to_env())
+        os.environ[MULTIPROCESS_DIR] = str(Path(run, "metrics"))
+        Path(run, "metrics").mkdir()
         uvicorn.run("users_api.app:create_app", factory=True, workers=settings.workers, **server)
 
 
