@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from users_api.app import create_app
-from users_api.cli import uvicorn_options
+from users_api.serve import uvicorn_options
 from users_api.settings import Settings
 from users_api.store.memory import MemoryStore
 from users_api.transfer import import_users

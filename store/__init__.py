@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
-from urllib.parse import urlsplit
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,38 +163,49 @@ class MigrationRefused(StoreError):
 
 
 class UnknownStoreURL(ValueError):
-    pass
+    """A store URL the service cannot open; the message says what is expected."""
 
 
-def open_store(
-    url: str,
-    *,
-    pool_size: int = 5,
-    sqlite_synchronous: str = "FULL",
-    sqlite_busy_timeout_ms: int = 5000,
-    timeout_ms: int = 5000,
-    idempotency_retention_hours: int = 24,
-) -> UserStore:
+@dataclass(frozen=True)
+class StoreOptions:
+    """How a store talks to its database; a SQL store's settings, the memory store's too."""
+
+    pool_size: int = 5
+    timeout_ms: int = 5000
+    idempotency_retention_hours: int = 24
+    sqlite_synchronous: str = "FULL"
+    sqlite_busy_timeout_ms: int = 5000
+
+
+STORE_URL = re.compile(r"(memory|sqlite|postgresql)(\+\w+)?://(.*)", re.DOTALL)
+
+
+def check_store_url(url: str, *, default: str | None = None) -> None:
+    """Raises UnknownStoreURL for a URL `open_store` cannot use. A SQLite file's folder must
+    exist, unless `url` is the `default`, whose folder the store makes."""
+    expected = "expected memory://, sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+    matched = STORE_URL.fullmatch(url)
+    if not matched:
+        raise UnknownStoreURL(f"unknown store URL {url!r}: {expected}")
+    if matched[1] == "sqlite":
+        path = matched[3].removeprefix("/")
+        if not matched[3].startswith("/") or not path or path.startswith("?"):
+            raise UnknownStoreURL(f"a SQLite URL is sqlite:///PATH, not {url!r}")
+        folder = Path(path.partition("?")[0]).parent
+        if url != default and not folder.is_dir():
+            raise UnknownStoreURL(f"the folder {folder} of {url!r} does not exist")
+
+
+def open_store(url: str, options: StoreOptions = StoreOptions()) -> UserStore:
     """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`.
 
     The SQL backends connect lazily, so a database that is down at start is not an error.
     """
-    scheme = urlsplit(url).scheme.split("+")[0]
-    if scheme == "memory":
+    check_store_url(url, default=url)
+    if url.startswith("memory"):
         from users_api.store.memory import MemoryStore
 
-        return MemoryStore(idempotency_retention_hours=idempotency_retention_hours)
-    if scheme in {"sqlite", "postgresql"}:
-        from users_api.store.sql import SQLStore
+        return MemoryStore(options)
+    from users_api.store.sql import SQLStore
 
-        return SQLStore(
-            url,
-            pool_size=pool_size,
-            sqlite_synchronous=sqlite_synchronous,
-            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
-            timeout_ms=timeout_ms,
-            idempotency_retention_hours=idempotency_retention_hours,
-        )
-    raise UnknownStoreURL(
-        f"unknown store URL {url!r}: expected memory://, sqlite:///PATH or postgresql://..."
-    )
+    return SQLStore(url, options)

@@ -12,6 +12,7 @@ from users_api.store import (
     IdempotencyKey,
     IdempotencyKeyReused,
     PreconditionFailed,
+    StoreOptions,
     User,
     UserIdTaken,
     UsernameTaken,
@@ -25,13 +26,13 @@ class MemoryStore:
     with its loop) too, and makes a conditional write check and write in one step. Lookups by
     id and by username are O(1); a page is O(log n + limit)."""
 
-    def __init__(self, *, idempotency_retention_hours: int = 24) -> None:
+    def __init__(self, options: StoreOptions = StoreOptions()) -> None:
         self._lock = threading.Lock()
         self._users: dict[int, User] = {}
         self._ids_by_name: dict[str, int] = {}
         self._ordered_ids: list[int] = []
         self._last_id = 0
-        self._retention = timedelta(hours=idempotency_retention_hours)
+        self._retention = timedelta(hours=options.idempotency_retention_hours)
         self._created_once: dict[tuple[str, str], tuple[str, User]] = {}
         """Each idempotency key's fingerprint and the user it created, oldest first."""
 

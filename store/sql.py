@@ -57,6 +57,7 @@ from users_api.store import (
     IdempotencyKeyReused,
     PreconditionFailed,
     SchemaNotCurrent,
+    StoreOptions,
     StoreUnavailable,
     User,
     UserIdTaken,
@@ -149,34 +150,35 @@ class SQLStore:
     def __init__(
         self,
         url: str,
-        *,
-        pool_size: int = 5,
-        sqlite_synchronous: str = "FULL",
-        sqlite_busy_timeout_ms: int = 5000,
-        timeout_ms: int = 5000,
-        idempotency_retention_hours: int = 24,
+        options: StoreOptions = StoreOptions(),
     ) -> None:
-        self._timeout_seconds = timeout_ms / 1000
+        self._timeout_seconds = options.timeout_ms / 1000
         """How long a call waits on the database, all told (a thread, a connection, connecting,
         its statements), before it is `StoreUnavailable`: a stalled database gives 503s."""
         self.engine = _engine(
-            url, pool_size, sqlite_synchronous, sqlite_busy_timeout_ms, timeout_ms
+            url,
+            options.pool_size,
+            options.sqlite_synchronous,
+            options.sqlite_busy_timeout_ms,
+            options.timeout_ms,
         )
         self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="users-store")
         """More than the pool's connections, so that a call waits for a connection inside the
         pool's own timeout (then 503), and a read is not queued behind writers waiting for
         SQLite's write lock."""
         self._lock_timeout_ms = (
-            sqlite_busy_timeout_ms if self.engine.dialect.name == "sqlite" else timeout_ms
+            options.sqlite_busy_timeout_ms
+            if self.engine.dialect.name == "sqlite"
+            else options.timeout_ms
         )
         """How long a migration waits for its lock (SQLite's connections wait their busy
         timeout)."""
-        self._retention = timedelta(hours=idempotency_retention_hours)
+        self._retention = timedelta(hours=options.idempotency_retention_hours)
         self._next_forget = 0.0
         self._schema_current = False
         """Once seen at the newest revision; a schema is never downgraded under a service."""
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
-        self._busy_timeout_ms = sqlite_busy_timeout_ms
+        self._busy_timeout_ms = options.sqlite_busy_timeout_ms
         database = self.engine.url.database
         self._file = (
             Path(database).resolve()

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 CHECKOUT = Path(__file__).resolve().parent.parent
-VERSION = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
+VERSION = yaml.safe_load((CHECKOUT / "openapi" / "users.yaml").read_text())["info"]["version"]
+"""The contract's version, which the package takes as its own (setup.py)."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 
-from users_api.store import IdempotencyKey, User, UserStore
+from users_api.store import IdempotencyKey, StoreOptions, User, UserStore
 from users_api.store.memory import MemoryStore
 from users_api.store.sql import SQLStore
 
@@ -34,7 +34,7 @@ def fresh_store(backend: str, tmp_path: Path) -> Iterator[UserStore]:
 
 def migrated(url: str, **options: Any) -> SQLStore:
     """A SQL store over a database at the newest schema, as `serve` starts with one."""
-    store = SQLStore(url, **options)
+    store = SQLStore(url, StoreOptions(**options))
     store.migrate()
     return store
 

@@ -54,9 +54,7 @@ def test_database_commands_refuse_the_memory_store(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [command, "--store", "memory://"] + ([] if command == "migrate" else ["users.jsonl"])
-    with pytest.raises(SystemExit) as exit:
-        main(args)
-    assert exit.value.code == 2
+    assert main(args) == 2
     assert "needs a sqlite:// or postgresql:// store" in capsys.readouterr().err
 
 

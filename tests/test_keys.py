@@ -241,3 +241,14 @@ def test_two_new_keys_differ() -> None:
         subprocess.run(command, capture_output=True, text=True, check=True).stdout for _ in range(2)
     )
     assert first.splitlines()[0] != second.splitlines()[0]
+
+
+def test_serve_refuses_a_key_file_with_a_typo_by_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(f"ok users:read {sha256('k')}\nbad users:write sha265:{'0' * 64}\n")
+    command = [sys.executable, "-m", "users_api.cli", "serve", "--api-keys-file", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == f"users-api: error: {path}, line 2: a key is given as sha256:" + (
+        " and its 64 hex digits, as `users-api keys new` prints it\n"
+    )

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,7 +37,7 @@ from tests.servers import (
 from tests.stores import fresh_store_url, postgres_schema
 from users_api.app import PREPARE_RETRY_SECONDS
 from users_api.auth import key_file_line
-from users_api.settings import APP_FLAVOURS, Settings
+from users_api.settings import APP_FLAVOURS
 from users_api.store.sql import CHECK_EVERY_SECONDS
 
 
@@ -279,17 +278,18 @@ def test_only_a_trusted_proxys_x_forwarded_for_names_the_client(tmp_path: Path) 
     [
         (["--store", "memory://", "--workers", "2"], "cannot serve --workers > 1"),
         (["--store", "redis://x"], "unknown store URL 'redis://x'"),
-        (["--port", "70000"], "port must be 0-65535"),
-        (["--max-body-bytes", "0"], "max_body_bytes must be at least 1"),
-        (["--metrics-network", "localhost"], "metrics_networks are addresses or networks"),
-        (["--trusted-proxy", "10.0.0.0/33"], "trusted_proxies are addresses or networks"),
-        (["--app", "django"], "invalid choice: 'django'"),
-        (["--rate-limit-writes=-5/second"], "rate_limit_writes must be like 50/second"),
-        (["--rate-limit-requests", "lots"], "rate_limit_requests must be like 50/second"),
-        (["--rate-limit-storage", "mysql://x"], "rate_limit_storage must be memory://"),
+        (["--port", "70000"], "'--port': 70000 is not in the range 0<=x<=65535"),
+        (["--max-body-bytes", "0"], "'--max-body-bytes': 0 is not in the range x>=1"),
+        (["--metrics-network", "localhost"], "an address or network is like 10.0.0.0/8"),
+        (["--trusted-proxy", "10.0.0.0/33"], "an address or network is like 10.0.0.0/8"),
+        (["--app", "django"], "'django' is not one of 'async', 'flask'"),
+        (["--rate-limit-writes=-5/second"], "'--rate-limit-writes'"),
+        (["--rate-limit-requests", "lots"], "'--rate-limit-requests'"),
+        (["--rate-limit-storage", "mysql://x"], "expected memory:// or redis://HOST:PORT"),
         (["--cors-origin", "example.com"], "a CORS origin is like https://example.com"),
-        (["--log-format", "xml"], "invalid choice: 'xml'"),
-        (["--shutdown-grace-seconds=-1"], "shutdown_grace_seconds must be 0 or more"),
+        (["--log-format", "xml"], "'xml' is not one of 'auto', 'json', 'text'"),
+        (["--shutdown-grace-seconds=-1"], "-1 is not in the range x>=0"),
+        (["--api-keys-file", "/nonexistent"], "cannot read the key file /nonexistent"),
     ],
 )
 def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
@@ -298,8 +298,8 @@ def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
     command = [sys.executable, "-m", "users_api.cli", "serve", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("users-api: error: ") and message in line
 
 
 def test_a_port_in_use_exits_2_with_a_message(tmp_path: Path) -> None:
@@ -312,20 +312,6 @@ def test_a_port_in_use_exits_2_with_a_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_serve_help_and_the_readme_list_every_setting() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "users_api.cli", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for field in fields(Settings):
-        variable = f"USERS_{field.name.upper()}"
-        assert variable in result.stdout.replace("\n", " "), variable
-        assert f"`{variable}`" in readme, variable
 
 
 def test_data_survives_a_restart(tmp_path: Path) -> None:

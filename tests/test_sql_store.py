@@ -27,7 +27,14 @@ from users_api.app import create_app
 from users_api.cli import main
 from users_api.handlers.users import present
 from users_api.settings import Settings
-from users_api.store import IdempotencyKey, StoreUnavailable, User, UsernameTaken, sql
+from users_api.store import (
+    IdempotencyKey,
+    StoreOptions,
+    StoreUnavailable,
+    User,
+    UsernameTaken,
+    sql,
+)
 from users_api.store.memory import MemoryStore
 from users_api.store.migrations import MIGRATION_LOCK, head
 from users_api.store.sql import SQLStore
@@ -53,7 +60,7 @@ def write_lock(tmp_path: Path, sqlite_url: str) -> Iterator[None]:
 def test_a_write_that_stays_busy_past_the_timeout_raises_store_unavailable(
     sqlite_url: str,
 ) -> None:
-    store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=300)
+    store = SQLStore(sqlite_url, StoreOptions(sqlite_busy_timeout_ms=300))
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="unavailable") as raised:
         asyncio.run(store.create(username="cosmo"))
@@ -67,7 +74,7 @@ def test_writers_queued_behind_a_busy_database_each_give_up_in_bounded_time(
 ) -> None:
     """This process's writers take turns; each waits at most the timeout for its turn and at
     most the timeout for SQLite's lock, and is told the database is locked."""
-    store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=300)
+    store = SQLStore(sqlite_url, StoreOptions(sqlite_busy_timeout_ms=300))
     started = time.monotonic()
     with ThreadPoolExecutor(3) as pool:
         outcomes = list(pool.map(lambda name: _create(store, name), ["a1", "b2", "c3"]))
@@ -78,7 +85,7 @@ def test_writers_queued_behind_a_busy_database_each_give_up_in_bounded_time(
 @pytest.mark.usefixtures("write_lock")
 def test_a_read_is_not_queued_behind_writers_waiting_for_the_write_lock(sqlite_url: str) -> None:
     """More writers wait than the pool has connections; a read still answers at once."""
-    store = SQLStore(sqlite_url, pool_size=2, sqlite_busy_timeout_ms=500)
+    store = SQLStore(sqlite_url, StoreOptions(pool_size=2, sqlite_busy_timeout_ms=500))
 
     async def writers_then_a_read() -> tuple[list[BaseException | User], float]:
         writes = [asyncio.ensure_future(store.create(username=f"w{n}")) for n in range(6)]
@@ -111,7 +118,7 @@ def _create(store: SQLStore, username: str) -> str:
 
 @pytest.mark.usefixtures("write_lock")
 def test_a_busy_database_answers_503_with_retry_after(sqlite_url: str) -> None:
-    store = SQLStore(sqlite_url, sqlite_busy_timeout_ms=100)
+    store = SQLStore(sqlite_url, StoreOptions(sqlite_busy_timeout_ms=100))
     client = create_app(Settings(api_keys=("test-key",)), store=store).test_client()
     response = client.post("/users", json={"username": "cosmo"}, headers=AUTH)
     assert_problem(response, 503)
@@ -122,7 +129,7 @@ def test_a_busy_database_answers_503_with_retry_after(sqlite_url: str) -> None:
 
 @pytest.mark.parametrize(("setting", "pragma"), [("FULL", 2), ("NORMAL", 1)])
 def test_sqlite_synchronous_follows_the_setting(sqlite_url: str, setting: str, pragma: int) -> None:
-    store = SQLStore(sqlite_url, sqlite_synchronous=setting)
+    store = SQLStore(sqlite_url, StoreOptions(sqlite_synchronous=setting))
     with store.engine.connect() as connection:
         assert connection.execute(text("PRAGMA synchronous")).scalar() == pragma
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"

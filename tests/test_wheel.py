@@ -3,6 +3,7 @@ the checkout."""
 
 from __future__ import annotations
 
+import subprocess
 import zipfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,9 +36,14 @@ def test_the_wheel_holds_one_namespace_with_the_spec_and_the_migrations(
     assert spec.read_text() == (CHECKOUT / "openapi" / "users.yaml").read_text()
 
 
-def test_version_prints_the_projects_one_version(installed: Installed) -> None:
+def test_version_is_the_contracts_and_the_package_ships_no_second_http_client(
+    installed: Installed,
+) -> None:
     result = installed.run("--version")
-    assert (result.returncode, result.stdout.strip()) == (0, f"users-api {VERSION}")
+    assert (result.returncode, result.stdout.strip()) == (0, f"users-api, version {VERSION}")
+    pip = installed.users_api.parent / "pip"
+    listed = subprocess.run([pip, "list", "--format=freeze"], capture_output=True, text=True)
+    assert "httpx2" not in listed.stdout.lower()
 
 
 def test_migrate_from_any_folder_brings_the_schema_to_its_head(installed: Installed) -> None:

@@ -32,7 +32,7 @@ from users_api.ratelimit import Limiter, RateLimits
 from users_api.resolver import StoreResolver
 from users_api.served_spec import ServeSpecAsWritten
 from users_api.settings import Settings
-from users_api.store import MigrationRefused, StoreUnavailable, UserStore
+from users_api.store import MigrationRefused, StoreUnavailable, UserStore, open_store
 from users_api.telemetry import RequestTelemetry
 from users_api.validation import StrictURIParser, validator_map
 
@@ -56,7 +56,7 @@ def create_app(
     """A users service over `store`, or over the store that `settings.store_url` names, that
     takes `keys`, or those `settings` lists."""
     settings = settings or Settings.from_env()
-    store = store or settings.open_store()
+    store = store or open_store(settings.store_url, settings.store_options)
     text = SPEC.read_text()
     spec = yaml.safe_load(text)
     path_items = _path_items(spec["paths"])

@@ -1,383 +1,196 @@
-"""`users-api`: run the service, and look after its database."""
+"""`users-api`: run the service, and look after its database.
+
+Each command imports what it needs when it runs, so that `--help` answers at once.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import signal
-import socket
 import sys
-import tempfile
-from dataclasses import fields, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from tqdm import tqdm
+import click
 
-from users_api.app import create_app
-from users_api.auth import (
-    SCOPES,
-    ApiKey,
-    digest,
-    key_file_line,
-    new_key,
-    parse_name,
-    parse_scopes,
+from users_api.settings import SERVE, STORE, Settings, SettingsError, options
+
+if TYPE_CHECKING:
+    from users_api.store import UserStore
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version("users-api"), prog_name="users-api")
+def users_api() -> None:
+    """Run the users service, and look after its database. Each flag overrides its USERS_*
+    environment variable."""
+
+
+@users_api.command()
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="add example users to an empty store; with no key configured, make one up with "
+    "every scope for this run",
 )
-from users_api.logs import FORMATS, log_config
-from users_api.metrics import MULTIPROCESS_DIR
-from users_api.settings import APP_FLAVOURS, SQLITE_SYNCHRONOUS, Settings, SettingsError
-from users_api.store import MigrationRefused, StoreUnavailable, UnknownStoreURL, UserStore
-from users_api.store.memory import MemoryStore
-from users_api.store.sql import SQLStore
-from users_api.transfer import ImportRejected, export_users, import_users
+def serve(demo: bool, **flags: Any) -> int:
+    """Run the service."""
+    settings = _settings(SERVE, flags)
+    from users_api.serve import serve as run
 
-DEMO_USERNAMES = ("cosmo", "elaine", "george", "jerry")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "keys":
-        _new_key(args.name, args.scopes)
-        return 0
-    try:
-        settings = _settings(args)
-        store = settings.open_store()
-    except (SettingsError, UnknownStoreURL) as error:
-        _refuse(str(error))
-    if args.command != "serve" and not isinstance(store, SQLStore):
-        _refuse(f"{args.command} needs a sqlite:// or postgresql:// store, not memory://")
-    try:
-        if args.command == "migrate":
-            assert isinstance(store, SQLStore)
-            _say(f"The database is at schema revision {store.migrate()}.")
-        elif args.command == "export":
-            _say(f"Exported {asyncio.run(export_users(store, args.file))} users to {args.file}.")
-        elif args.command == "import":
-            asyncio.run(store.prepare())
-            _say(f"Imported {_import(store, args.file)} users from {args.file}.")
-        else:
-            _serve(settings, store, demo=args.demo)
-    except StoreUnavailable as error:
-        _say(f"The store is unavailable: {error.reason}")
-        return 1
-    except MigrationRefused as refused:
-        _say(f"The schema was not migrated: {refused}")
-        return 1
-    except ImportRejected as rejected:
-        _say("\n".join([*rejected.errors, str(rejected)]))
-        return 1
-    except OSError as error:
-        _say(str(error))
-        return 1
-    finally:
-        asyncio.run(store.close())
+    with _store(settings, sql_only=None) as store:
+        run(settings, store, demo=demo)
     return 0
 
 
-def _serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
-    if settings.workers > 1 and isinstance(store, MemoryStore):
-        _refuse("the memory:// store lives in one process: it cannot serve --workers > 1")
-    try:
-        keys = settings.load_keys()
-    except SettingsError as error:
-        _refuse(str(error))
-    if not keys and not demo:
-        _refuse(
-            "no API key: list keys in a file (--api-keys-file, USERS_API_KEYS_FILE; "
-            "`users-api keys new` makes one), or try it with --demo"
-        )
-    _refuse_a_port_in_use(settings)
-    try:
-        asyncio.run(_prepare(store, demo=demo))
-    except StoreUnavailable as error:
-        _say(f"The store is unavailable ({error.reason}); /readyz answers 503 until it is up.")
-    demo_key = None if keys else new_key()
-    if demo_key:
-        keys = [ApiKey("demo", frozenset(SCOPES), digest(demo_key))]
-        _say(f"Demo key, every scope, this run only:  Authorization: Bearer {demo_key}")
-    _say(f"Swagger console: http://{settings.host}:{settings.port}/ui/")
-    # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: make that
-    # second one a clean exit, since stopping on request is success.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = uvicorn_options(settings)
-    if settings.workers == 1:
-        uvicorn.run(create_app(settings, store=store, keys=keys), **server)
-        return
-    # Each worker process builds its own app and store from the same settings, and writes its
-    # metrics where /metrics, in any worker, can add them up.
-    asyncio.run(store.close())
-    with tempfile.TemporaryDirectory(prefix="users-api-") as run:
-        if demo_key:  # the workers read the demo key's digest, as from any key file
-            key_file = Path(run, "demo-key")
-            key_file.write_text(key_file_line("demo", SCOPES, demo_key) + "\n")
-            settings = replace(settings, api_keys_file=str(key_file))
-        os.environ.update(settings.to_env())
-        os.environ[MULTIPROCESS_DIR] = str(Path(run, "metrics"))
-        Path(run, "metrics").mkdir()
-        uvicorn.run("users_api.app:create_app", factory=True, workers=settings.workers, **server)
+@users_api.command()
+def migrate(**flags: Any) -> int:
+    """Bring the database's schema to this version (serve does it too)."""
+    with _store(_settings(STORE, flags), sql_only="migrate") as store:
+        revision = store.migrate()  # type: ignore[attr-defined]
+    _say(f"The database is at schema revision {revision}.")
+    return 0
 
 
-async def _prepare(store: UserStore, *, demo: bool) -> None:
-    """Migrate the schema before any worker serves; with `demo`, fill an empty store."""
-    await store.prepare()
-    if demo and not await store.list(after=0, limit=1):
-        for username in DEMO_USERNAMES:
-            await store.create(username=username)
+@users_api.command()
+@click.argument("file", type=click.Path(path_type=Path))
+def export(file: Path, **flags: Any) -> int:
+    """Write every user to FILE, one JSON object a line."""
+    from users_api.transfer import export_users
+
+    with _store(_settings(STORE, flags), sql_only="export") as store:
+        count = asyncio.run(export_users(store, file))
+    _say(f"Exported {count} users to {file}.")
+    return 0
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """How `serve` runs uvicorn, whatever the number of workers."""
-    return {
-        "host": settings.host,
-        "port": settings.port,
-        "log_config": log_config(settings.log_format),
-        "access_log": False,  # users_api.telemetry logs each request, with its operation
-        "server_header": False,
-        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
-        # The client's address from X-Forwarded-For, only when a listed proxy sent it.
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies),
-    }
+@users_api.command(name="import")
+@click.argument("file", type=click.Path(path_type=Path))
+def import_(file: Path, **flags: Any) -> int:
+    """Add the users in FILE (as export writes them) in one transaction; any bad line, and
+    nothing is added."""
+    from tqdm import tqdm
+
+    from users_api.transfer import import_users
+
+    with _store(_settings(STORE, flags), sql_only="import") as store:
+        asyncio.run(store.prepare())
+        size = file.stat().st_size
+        with tqdm(
+            total=size, unit="B", unit_scale=True, desc="import", disable=size < 1_000_000
+        ) as progress:
+            count = asyncio.run(import_users(store, file, on_read=progress.update))
+    _say(f"Imported {count} users from {file}.")
+    return 0
 
 
-def _new_key(name: str, scopes: frozenset[str]) -> None:
-    """A fresh key, shown once, and the key file's line for it, which holds only its digest."""
-    key = new_key()
-    _say("Give the key to its client; add the line to the key file. The key is not kept.")
-    sys.stdout.write(f"key:  {key}\nline: {key_file_line(name, scopes, key)}\n")
+@users_api.group()
+def keys() -> None:
+    """Make API keys."""
 
 
-def _refuse_a_port_in_use(settings: Settings) -> None:
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    try:
-        socket.create_server((settings.host, settings.port), family=family).close()
-    except OSError as error:
-        _refuse(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}")
+def _scopes(_: click.Context, __: click.Parameter, text: str) -> frozenset[str]:
+    from users_api.auth import parse_scopes
 
-
-def _import(store: UserStore, path: Path) -> int:
-    """The import, with a progress bar on stderr for a file of a megabyte or more."""
-    size = path.stat().st_size
-    with tqdm(
-        total=size, unit="B", unit_scale=True, desc="import", disable=size < 1_000_000
-    ) as progress:
-        return asyncio.run(import_users(store, path, on_read=progress.update))
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="users-api", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('users-api')}")
-    store = argparse.ArgumentParser(add_help=False)
-    store.add_argument(
-        "--store",
-        dest="store_url",
-        help="store URL: sqlite:///PATH, postgresql://USER@HOST:PORT/DB or memory:// "
-        "(USERS_STORE_URL; sqlite:///data/users.db)",
-    )
-    store.add_argument(
-        "--pool-size",
-        type=int,
-        help="database connections per process; a request that finds none free waits "
-        "(USERS_POOL_SIZE; 5)",
-    )
-    store.add_argument(
-        "--sqlite-synchronous",
-        type=str.upper,
-        choices=SQLITE_SYNCHRONOUS,
-        help="FULL: a write is on disk when acknowledged; NORMAL: faster, but a power cut "
-        "may lose the last writes (USERS_SQLITE_SYNCHRONOUS; FULL)",
-    )
-    store.add_argument(
-        "--sqlite-busy-timeout-ms",
-        type=int,
-        help="how long a write waits for another process's write before it answers 503 "
-        "(USERS_SQLITE_BUSY_TIMEOUT_MS; 5000)",
-    )
-    store.add_argument(
-        "--store-timeout-ms",
-        type=int,
-        help="how long a request waits on the database, connecting and queuing for a "
-        "connection included, before it answers 503 (USERS_STORE_TIMEOUT_MS; 5000)",
-    )
-    store.add_argument(
-        "--idempotency-retention-hours",
-        type=int,
-        help="how long a create's Idempotency-Key is remembered: a retry within it gets the "
-        "first answer (USERS_IDEMPOTENCY_RETENTION_HOURS; 24)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve",
-        parents=[store],
-        help="run the service",
-        description="Run the service. Each flag overrides its USERS_* environment variable.",
-    )
-    serve.add_argument("--host", help="address to listen on (USERS_HOST; 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (USERS_PORT; 8080)")
-    serve.add_argument("--workers", type=int, help="worker processes (USERS_WORKERS; 1)")
-    serve.add_argument(
-        "--api-keys-file",
-        metavar="FILE",
-        help="the API keys, a line each: NAME SCOPES sha256:DIGEST (USERS_API_KEYS_FILE; "
-        "for development, USERS_API_KEYS takes plain keys, comma-separated, with every scope). "
-        "Never give a key on the command line, where ps shows it",
-    )
-    serve.add_argument(
-        "--public-reads",
-        action="store_true",
-        default=None,
-        help="let clients without a key list and get users (USERS_PUBLIC_READS; off)",
-    )
-    serve.add_argument(
-        "--max-body-bytes",
-        type=int,
-        help="largest request body accepted (USERS_MAX_BODY_BYTES; 16384)",
-    )
-    serve.add_argument(
-        "--validate-responses",
-        action="store_true",
-        default=None,
-        help="check every response against the spec; slow, for debugging "
-        "(USERS_VALIDATE_RESPONSES; off)",
-    )
-    serve.add_argument(
-        "--app",
-        choices=APP_FLAVOURS,
-        help="Connexion's AsyncApp or its FlaskApp, over the same handlers (USERS_APP; async)",
-    )
-    serve.add_argument(
-        "--log-format",
-        choices=FORMATS,
-        help="json: a line of JSON per event; text: for a person (USERS_LOG_FORMAT; auto: "
-        "text on a terminal, json otherwise)",
-    )
-    serve.add_argument(
-        "--rate-limit-writes",
-        metavar="LIMITS",
-        help="writes allowed per API key, like 50/second or 50/second;1000/hour "
-        "(USERS_RATE_LIMIT_WRITES; 1000/second)",
-    )
-    serve.add_argument(
-        "--rate-limit-requests",
-        metavar="LIMITS",
-        help="requests allowed per client address (USERS_RATE_LIMIT_REQUESTS; 5000/second)",
-    )
-    serve.add_argument(
-        "--rate-limit-storage",
-        metavar="URL",
-        help="where the counts live: memory:// (per process) or redis://HOST:PORT "
-        "(shared by workers and instances) (USERS_RATE_LIMIT_STORAGE; memory://)",
-    )
-    serve.add_argument(
-        "--rate-limit-timeout-ms",
-        type=int,
-        help="how long a request waits for the rate limits' storage; past it, or when it "
-        "fails, the request passes unlimited, and is counted (USERS_RATE_LIMIT_TIMEOUT_MS; 250)",
-    )
-    serve.add_argument(
-        "--cors-origin",
-        dest="cors_origins",
-        action="append",
-        metavar="ORIGIN",
-        help="let browser scripts from this origin call the API, like https://app.example.com; "
-        "repeat for more (USERS_CORS_ORIGINS, comma-separated; none)",
-    )
-    serve.add_argument(
-        "--shutdown-grace-seconds",
-        type=int,
-        help="on SIGTERM, how long requests in flight may take to finish "
-        "(USERS_SHUTDOWN_GRACE_SECONDS; 30)",
-    )
-    serve.add_argument(
-        "--metrics-network",
-        dest="metrics_networks",
-        action="append",
-        metavar="NETWORK",
-        help="clients that may read /metrics, like 10.0.0.0/8; to others it is a 404; repeat "
-        "for more (USERS_METRICS_NETWORKS, comma-separated; 127.0.0.1/32,::1/128)",
-    )
-    serve.add_argument(
-        "--trusted-proxy",
-        dest="trusted_proxies",
-        action="append",
-        metavar="NETWORK",
-        help="a load balancer whose X-Forwarded-For names the client; repeat for more "
-        "(USERS_TRUSTED_PROXIES, comma-separated; none: the peer's address is the client's)",
-    )
-    serve.add_argument(
-        "--demo",
-        action="store_true",
-        help="add example users to an empty store, and without a key configured, make one up "
-        "with every scope for this run",
-    )
-    commands.add_parser(
-        "migrate",
-        parents=[store],
-        help="bring the database's schema to this version (serve does it too)",
-    )
-    export = commands.add_parser(
-        "export", parents=[store], help="write every user to FILE, one JSON object a line"
-    )
-    export.add_argument("file", type=Path, metavar="FILE")
-    import_ = commands.add_parser(
-        "import",
-        parents=[store],
-        help="add the users in FILE (as export writes them) in one transaction; "
-        "any bad line, and nothing is added",
-    )
-    import_.add_argument("file", type=Path, metavar="FILE")
-    keys = commands.add_parser("keys", help="make API keys").add_subparsers(
-        dest="action", required=True
-    )
-    new = keys.add_parser(
-        "new", help="print a new key once, and the key file's line for it (only its digest)"
-    )
-    new.add_argument("--name", required=True, type=_key_name, help="what logs call the key")
-    new.add_argument(
-        "--scopes",
-        required=True,
-        type=_scopes,
-        help="users:read, users:write (which may read too), or both, comma-separated",
-    )
-    return parser
-
-
-def _scopes(text: str) -> frozenset[str]:
     try:
         return parse_scopes(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise click.BadParameter(str(error)) from None
 
 
-def _key_name(name: str) -> str:
+def _name(_: click.Context, __: click.Parameter, text: str) -> str:
+    from users_api.auth import parse_name
+
     try:
-        return parse_name(name)
+        return parse_name(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise click.BadParameter(str(error)) from None
 
 
-SETTINGS = {field.name for field in fields(Settings)}
+@keys.command()
+@click.option("--name", required=True, callback=_name, help="what logs call the key")
+@click.option(
+    "--scopes",
+    required=True,
+    callback=_scopes,
+    help="users:read, users:write (which may read too), or both, comma-separated",
+)
+def new(name: str, scopes: frozenset[str]) -> int:
+    """Print a new key once, and the key file's line for it (only its digest)."""
+    from users_api.auth import key_file_line, new_key
+
+    key = new_key()
+    _say("Give the key to its client; add the line to the key file. The key is not kept.")
+    sys.stdout.write(f"key:  {key}\nline: {key_file_line(name, scopes, key)}\n")
+    return 0
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    """The environment's settings, with each flag given on the command line put over them."""
-    given: dict[str, Any] = {
-        name: tuple(value) if isinstance(value, list) else value
-        for name, value in vars(args).items()
-        if name in SETTINGS and value is not None
-    }
-    return replace(Settings.from_env(), **given)
+# Each command's flags are its settings' options, declared in `Settings`.
+for _command, _takes in ((serve, SERVE), (migrate, STORE), (export, STORE), (import_, STORE)):
+    _command.params[:0] = options(_takes)
 
 
-def _refuse(reason: str) -> NoReturn:
-    """Stop before doing anything, with one line and exit status 2, as for a bad flag."""
-    _say(f"users-api: error: {reason}")
-    raise SystemExit(2)
+def _settings(command: str, flags: dict[str, Any]) -> Settings:
+    return Settings.parse(command, flags, os.environ)
+
+
+@contextmanager
+def _store(settings: Settings, *, sql_only: str | None) -> Iterator[UserStore]:
+    """The store the settings name, closed after the command; a store that fails the command
+    is one line on stderr and exit status 1."""
+    from users_api.store import (
+        MigrationRefused,
+        StoreUnavailable,
+        UnknownStoreURL,
+        open_store,
+    )
+    from users_api.transfer import ImportRejected
+
+    if settings.store_url == "sqlite:///data/users.db":
+        Path("data").mkdir(exist_ok=True)
+    try:
+        store = open_store(settings.store_url, settings.store_options)
+    except UnknownStoreURL as error:
+        raise SettingsError(str(error)) from None
+    if sql_only and settings.store_url.startswith("memory"):
+        raise SettingsError(f"{sql_only} needs a sqlite:// or postgresql:// store, not memory://")
+    try:
+        yield store
+    except StoreUnavailable as error:
+        raise _Failed(f"The store is unavailable: {error.reason}") from None
+    except MigrationRefused as refused:
+        raise _Failed(f"The schema was not migrated: {refused}") from None
+    except ImportRejected as rejected:
+        raise _Failed("\n".join([*rejected.errors, str(rejected)])) from None
+    except OSError as error:
+        raise _Failed(str(error)) from None
+    finally:
+        asyncio.run(store.close())
+
+
+class _Failed(click.ClickException):
+    """A command that could not do its work: its message, and exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        _say(self.message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `users-api` command; every refusal is one line on stderr, never a traceback."""
+    try:
+        result = users_api.main(argv, prog_name="users-api", standalone_mode=False)
+    except _Failed as failed:
+        failed.show()
+        return failed.exit_code
+    except click.ClickException as error:  # a bad flag or setting, as argparse did: exit 2
+        _say(f"users-api: error: {error.format_message().removeprefix('error: ')}")
+        return 2
+    except click.Abort:
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 def _say(line: str) -> None:
