@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.installed import CHECKOUT
-from tests.nginx import nginx
+from tests.nginx import HTTP_SOCKET, nginx
 from tests.servers import AUTH, free_port, serve, wait_for
 
 FLOOD = 10_000
@@ -44,10 +43,6 @@ held now (connected, not yet dropped), and drops (each followed by a new connect
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux's number
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22, item 5: nginx's limits count requests, not the connections an address holds",
-)
 def test_one_address_holding_10000_connections_leaves_others_answered_at_once(
     tmp_path: Path,
 ) -> None:
@@ -64,7 +59,7 @@ def test_one_address_holding_10000_connections_leaves_others_answered_at_once(
             before = counts()
             outcomes = _normal_client(f"{url}/users/1")
             after = counts()
-            handed_on = _connections_to(tmp_path / "nginx" / "http.sock")
+            handed_on = _connections_to(tmp_path / "nginx" / HTTP_SOCKET)
     answered = [seconds for outcome, seconds in outcomes if outcome == "200"]
     report = {
         "flood": {"address": FLOODER, "connections": FLOOD, "before": before, "after": after},
