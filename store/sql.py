@@ -49,7 +49,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.sql.dml import ReturningInsert
 
 from users_api.store import (
     IdempotencyKey,
@@ -124,6 +123,8 @@ FORGET_KEYS_AT_ONCE = 1000
 """... and how many at most, so that it stays a short part of that create's transaction."""
 IDEMPOTENCY_LOCKS = 7261129
 """The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
+CREATE_LOCK = 7261130
+"""The PostgreSQL advisory lock that a create holds from taking its id until it commits."""
 
 
 def _in_its_threads(
@@ -192,7 +193,7 @@ class SQLStore:
     @_in_its_threads
     def create(self, *, username: str) -> User:
         with self._writing(username) as connection:
-            return _user(connection.execute(_new_user(username, datetime.now(UTC))).one())
+            return _insert_user(connection, username, datetime.now(UTC))
 
     @_in_its_threads
     def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
@@ -215,7 +216,7 @@ class SQLStore:
                     raise IdempotencyKeyReused()
                 created = found.created_at
                 return User(found.user_id, found.username, created, created, version=1), True
-            user = _user(connection.execute(_new_user(username, now)).one())
+            user = _insert_user(connection, username, now)
             connection.execute(
                 insert(idempotency_keys).values(
                     owner=key.owner,
@@ -574,10 +575,14 @@ def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
         taken_names.add(user.username.lower())
 
 
-def _new_user(username: str, now: datetime) -> ReturningInsert[Any]:
-    """The statement that adds a user, at version 1, and returns it."""
+def _insert_user(connection: Connection, username: str, now: datetime) -> User:
+    """Add a user at version 1. PostgreSQL hands out an id at the INSERT and shows the row at
+    the COMMIT: creates take turns from one to the other, so that ids become visible in order
+    and a cursor never passes an id that commits later (SQLite's writers take turns anyway)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d})"))
     values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
-    return insert(users).values(values).returning(*users.c)
+    return _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
 
 
 def _row(user: User) -> dict[str, Any]:
