@@ -125,6 +125,11 @@ IDEMPOTENCY_LOCKS = 7261129
 """The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
 CREATE_LOCK = 7261130
 """The PostgreSQL advisory lock that a create holds from taking its id until it commits."""
+NAME_WAIT_MS = 500
+"""How long a PostgreSQL create waits for a transaction that holds its name uncommitted (an
+import's, say) before it is `StoreUnavailable`: it holds every other create back meanwhile."""
+USERNAME_INDEX = "users_username_lower_key"
+"""The unique index on lower(username) (migration 0001), which the database names in a refusal."""
 
 
 def _in_its_threads(
@@ -301,10 +306,19 @@ class SQLStore:
             return int(connection.execute(handed_out).scalar() or 0)
 
     def _add_all(self, users_to_add: Iterable[User], last_id: int) -> int:
+        postgresql = self.engine.dialect.name == "postgresql"
+        if postgresql and last_id:
+            # Once the creates in flight are done, ids are handed out past the file's: creates go
+            # on beside the import, and none takes an id that it brings.
+            with self._connect(write=True) as connection:
+                connection.execute(text(_TAKE_CREATE_TURN))
+                connection.execute(text(_MOVE_SEQUENCE_PAST), {"last_id": last_id})
         added = 0
         with self._connect(write=True) as connection:
-            if connection.dialect.name == "postgresql":  # no request's statement timeout either
+            if postgresql:  # no request's statement timeout either
                 connection.execute(text("SET LOCAL statement_timeout = 0"))
+                if not last_id:  # the file's ids are known at its end only: creates wait
+                    connection.execute(text(_TAKE_CREATE_TURN))
             remaining = iter(users_to_add)
             batches = iter(lambda: list(islice(remaining, 1000)), [])
             for batch in batches:
@@ -474,6 +488,10 @@ class SQLStore:
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
         except IntegrityError as error:
+            if USERNAME_INDEX not in str(error.orig):
+                # An id the database handed out is held by a row added with its own (beside the
+                # sequence): never a taken name, and a retry takes the next id.
+                raise StoreUnavailable(str(error.orig).strip()) from error
             raise UsernameTaken(username, self._holder(username)) from error
 
     def _holder(self, username: str) -> int | None:
@@ -539,6 +557,7 @@ def _for(caller: _Caller, call: Callable[[], R]) -> R:
 
 
 _SEQUENCE = "pg_get_serial_sequence('users', 'id')"
+_TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d})"
 _MOVE_SEQUENCE_PAST = (
     f"SELECT setval({_SEQUENCE}, GREATEST(max(id), :last_id, nextval({_SEQUENCE}))) FROM users"
 )
@@ -580,7 +599,8 @@ def _insert_user(connection: Connection, username: str, now: datetime) -> User:
     the COMMIT: creates take turns from one to the other, so that ids become visible in order
     and a cursor never passes an id that commits later (SQLite's writers take turns anyway)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(text(f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d})"))
+        connection.execute(text(_TAKE_CREATE_TURN))
+        connection.execute(text(f"SET LOCAL lock_timeout = {NAME_WAIT_MS:d}"))
     values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
     return _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
 
