@@ -49,7 +49,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.sql.dml import ReturningInsert
 
 from users_api.store import (
     IdempotencyKey,
@@ -125,6 +124,13 @@ FORGET_KEYS_AT_ONCE = 1000
 """... and how many at most, so that it stays a short part of that create's transaction."""
 IDEMPOTENCY_LOCKS = 7261129
 """The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
+CREATE_LOCK = 7261130
+"""The PostgreSQL advisory lock that a create holds from taking its id until it commits."""
+NAME_WAIT_MS = 500
+"""How long a PostgreSQL create waits for a transaction that holds its name uncommitted (an
+import's, say) before it is `StoreUnavailable`: it holds every other create back meanwhile."""
+USERNAME_INDEX = "users_username_lower_key"
+"""The unique index on lower(username) (migration 0001), which the database names in a refusal."""
 
 
 def _in_its_threads(
@@ -194,7 +200,7 @@ class SQLStore:
     @_in_its_threads
     def create(self, *, username: str) -> User:
         with self._writing(username) as connection:
-            return _user(connection.execute(_new_user(username, datetime.now(UTC))).one())
+            return _insert_user(connection, username, datetime.now(UTC))
 
     @_in_its_threads
     def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
@@ -217,7 +223,7 @@ class SQLStore:
                     raise IdempotencyKeyReused()
                 created = found.created_at
                 return User(found.user_id, found.username, created, created, version=1), True
-            user = _user(connection.execute(_new_user(username, now)).one())
+            user = _insert_user(connection, username, now)
             connection.execute(
                 insert(idempotency_keys).values(
                     owner=key.owner,
@@ -302,10 +308,19 @@ class SQLStore:
             return int(connection.execute(handed_out).scalar() or 0)
 
     def _add_all(self, users_to_add: Iterable[User], last_id: int) -> int:
+        postgresql = self.engine.dialect.name == "postgresql"
+        if postgresql and last_id:
+            # Once the creates in flight are done, ids are handed out past the file's: creates go
+            # on beside the import, and none takes an id that it brings.
+            with self._connect(write=True) as connection:
+                connection.execute(text(_TAKE_CREATE_TURN))
+                connection.execute(text(_MOVE_SEQUENCE_PAST), {"last_id": last_id})
         added = 0
         with self._connect(write=True) as connection:
-            if connection.dialect.name == "postgresql":  # no request's statement timeout either
+            if postgresql:  # no request's statement timeout either
                 connection.execute(text("SET LOCAL statement_timeout = 0"))
+                if not last_id:  # the file's ids are known at its end only: creates wait
+                    connection.execute(text(_TAKE_CREATE_TURN))
             remaining = iter(users_to_add)
             batches = iter(lambda: list(islice(remaining, 1000)), [])
             for batch in batches:
@@ -475,6 +490,10 @@ class SQLStore:
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
         except IntegrityError as error:
+            if USERNAME_INDEX not in str(error.orig):
+                # An id the database handed out is held by a row added with its own (beside the
+                # sequence): never a taken name, and a retry takes the next id.
+                raise StoreUnavailable(str(error.orig).strip()) from error
             raise UsernameTaken(username, self._holder(username)) from error
 
     def _holder(self, username: str) -> int | None:
@@ -540,6 +559,7 @@ def _for(caller: _Caller, call: Callable[[], R]) -> R:
 
 
 _SEQUENCE = "pg_get_serial_sequence('users', 'id')"
+_TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d})"
 _MOVE_SEQUENCE_PAST = (
     f"SELECT setval({_SEQUENCE}, GREATEST(max(id), :last_id, nextval({_SEQUENCE}))) FROM users"
 )
@@ -576,10 +596,15 @@ def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
         taken_names.add(user.username.lower())
 
 
-def _new_user(username: str, now: datetime) -> ReturningInsert[Any]:
-    """The statement that adds a user, at version 1, and returns it."""
+def _insert_user(connection: Connection, username: str, now: datetime) -> User:
+    """Add a user at version 1. PostgreSQL hands out an id at the INSERT and shows the row at
+    the COMMIT: creates take turns from one to the other, so that ids become visible in order
+    and a cursor never passes an id that commits later (SQLite's writers take turns anyway)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(_TAKE_CREATE_TURN))
+        connection.execute(text(f"SET LOCAL lock_timeout = {NAME_WAIT_MS:d}"))
     values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
-    return insert(users).values(values).returning(*users.c)
+    return _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
 
 
 def _row(user: User) -> dict[str, Any]:

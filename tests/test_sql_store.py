@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect, make_url, select, text, update
+from sqlalchemy import create_engine, insert, inspect, make_url, select, text, update
 
 from tests.conftest import AUTH, assert_problem
 from tests.stores import POSTGRES_URL, Blocking, fresh_store_url, migrated, postgres_schema
@@ -357,3 +358,63 @@ def test_a_migration_that_would_merge_two_names_is_refused_naming_them(
         revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
     assert revision == "0001"
+
+
+def test_a_create_whose_id_is_taken_is_a_retry_never_a_taken_name() -> None:
+    """The sequence hands out an id that a row added with its own id holds: the create is
+    unavailable (503, retry), never told that a name nobody holds is taken."""
+    moment = datetime.now(UTC)
+    with postgres_schema() as url:
+        store = migrated(url)
+        with store.engine.begin() as connection:  # past the sequence's back
+            row = {"id": 1, "username": "cosmo", "created_at": moment, "updated_at": moment}
+            connection.execute(insert(sql.users).values(row | {"version": 1}))
+        blocking = Blocking(store)
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            blocking.create(username="elaine")
+        assert blocking.create(username="elaine").id == 2  # the retry takes the next id
+        blocking.close()
+
+
+def test_creates_beside_a_postgresql_import_go_on_past_its_last_id() -> None:
+    """While an import's transaction is open, fresh names are created at once with ids past the
+    file's `last_id`, and a name it brings is a prompt 503: never a 409 for a name nobody holds,
+    nor a wait for the import."""
+    with postgres_schema() as url:
+        blocking = Blocking(migrated(url, timeout_ms=3000))
+        blocking.create(username="before")  # id 1: the sequence would hand out 2 next
+        halfway, creates_done = threading.Event(), threading.Event()
+
+        def lines() -> Iterator[User]:
+            moment = datetime(2025, 1, 2, tzinfo=UTC)
+            for n in range(2, 1500):
+                if n == 1002:  # the first 1,000 are inserted, not committed
+                    halfway.set()
+                    creates_done.wait(timeout=20)
+                yield User(n, f"user{n}", moment, moment, version=1)
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            importing = pool.submit(blocking.add_all, lines(), last_id=3000)
+            assert halfway.wait(timeout=20)
+            started = time.monotonic()
+            names = ["cosmo", "elaine", "george", "kramer", "user5"]  # user5 is the import's
+            outcomes = list(pool.map(_outcome_of_create, [blocking] * 5, names))
+            answered = time.monotonic() - started
+            creates_done.set()
+            assert importing.result(timeout=20) == 1498
+        assert outcomes[-1] == "unavailable"
+        assert all(isinstance(outcome, int) and outcome > 3000 for outcome in outcomes[:-1]), (
+            outcomes
+        )
+        assert answered < 2.5
+        blocking.close()
+
+
+def _outcome_of_create(store: Blocking, username: str) -> int | str:
+    """The new user's id, or what kind of refusal."""
+    try:
+        return store.create(username=username).id
+    except UsernameTaken:
+        return "taken"
+    except StoreUnavailable:
+        return "unavailable"

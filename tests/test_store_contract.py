@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -289,3 +291,43 @@ def test_last_id_counts_deleted_users_and_add_all_moves_past_another_stores(
 def test_add_all_of_no_user_still_moves_past_last_id(backend: Blocking) -> None:
     backend.add_all([], last_id=7)
     assert backend.create(username="cosmo").id > 7
+
+
+def test_a_pager_following_the_cursor_misses_no_user_created_meanwhile(
+    backend: Blocking,
+) -> None:
+    """Writers create while a client pages on from its last cursor, then once more after they
+    stop: every acknowledged user was on some page. (On PostgreSQL an id is handed out at the
+    INSERT and seen at the COMMIT, so without care a cursor passes a lower id committed later.)"""
+    created: list[int] = []
+    stop = threading.Event()
+    deadline = time.monotonic() + 20
+
+    def write(writer: int) -> None:
+        for n in range(250):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            created.append(backend.create(username=f"w{writer}n{n}").id)
+
+    seen: set[int] = set()
+    cursor = 0
+
+    def page_on() -> bool:
+        """One page after the cursor; whether it had any user."""
+        nonlocal cursor
+        page = backend.list(after=cursor, limit=50)
+        seen.update(user.id for user in page)
+        cursor = page[-1].id if page else cursor
+        return bool(page)
+
+    with ThreadPoolExecutor(max_workers=8) as writers:
+        running = [writers.submit(write, writer) for writer in range(8)]
+        while not all(job.done() for job in running):
+            page_on()
+        stop.set()
+        for job in running:
+            job.result()
+    while page_on():  # the writers are done: page on to the end
+        assert time.monotonic() < deadline + 10
+    missed = sorted(set(created) - seen)
+    assert (len(created) >= 400, missed) == (True, [])
