@@ -6,8 +6,8 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +177,7 @@ class StoreOptions:
     sqlite_busy_timeout_ms: int = 5000
 
 
+DEFAULT_OPTIONS = StoreOptions()
 STORE_URL = re.compile(r"(memory|sqlite|postgresql)(\+\w+)?://(.*)", re.DOTALL)
 
 
@@ -196,7 +197,7 @@ def check_store_url(url: str, *, default: str | None = None) -> None:
             raise UnknownStoreURL(f"the folder {folder} of {url!r} does not exist")
 
 
-def open_store(url: str, options: StoreOptions = StoreOptions()) -> UserStore:
+def open_store(url: str, options: StoreOptions = DEFAULT_OPTIONS) -> UserStore:
     """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`.
 
     The SQL backends connect lazily, so a database that is down at start is not an error.

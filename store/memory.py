@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from users_api.store import (
+    DEFAULT_OPTIONS,
     IdempotencyKey,
     IdempotencyKeyReused,
     PreconditionFailed,
@@ -26,7 +27,7 @@ class MemoryStore:
     with its loop) too, and makes a conditional write check and write in one step. Lookups by
     id and by username are O(1); a page is O(log n + limit)."""
 
-    def __init__(self, options: StoreOptions = StoreOptions()) -> None:
+    def __init__(self, options: StoreOptions = DEFAULT_OPTIONS) -> None:
         self._lock = threading.Lock()
         self._users: dict[int, User] = {}
         self._ids_by_name: dict[str, int] = {}

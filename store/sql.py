@@ -51,6 +51,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from users_api.store import (
+    DEFAULT_OPTIONS,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -156,7 +157,7 @@ class SQLStore:
     def __init__(
         self,
         url: str,
-        options: StoreOptions = StoreOptions(),
+        options: StoreOptions = DEFAULT_OPTIONS,
     ) -> None:
         self._timeout_seconds = options.timeout_ms / 1000
         """How long a call waits on the database, all told (a thread, a connection, connecting,
