@@ -284,6 +284,16 @@ def test_a_media_type_in_capitals_is_json(
     assert asyncio.run(store.get(user.id)).username == "kramer"
 
 
+@pytest.mark.parametrize("body", [b'{"username": 5}', b'{"username": "ok", "extra": 1}', b"[]"])
+def test_a_bad_body_in_a_media_type_in_capitals_is_a_400(
+    client: TestClient, store: UserStore, body: bytes
+) -> None:
+    """The media type is case-insensitive; its body is validated like any other."""
+    headers = AUTH | {"Content-Type": "APPLICATION/JSON"}
+    assert_problem(client.post("/users", content=body, headers=headers), 400, VALIDATION)
+    assert asyncio.run(store.list(after=0, limit=10)) == []
+
+
 def test_two_content_types_return_400(client: TestClient, store: UserStore) -> None:
     user = asyncio.run(store.create(username="cosmo"))
     headers = [("Content-Type", "application/json")] * 2 + list(AUTH.items())

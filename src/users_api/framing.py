@@ -110,9 +110,15 @@ class RequestFraming:
 def _framed(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
     """The request's headers with an exact Content-Length, and each header sent on several
     lines as one, its values comma-joined (RFC 9110, section 5.3): else Connexion's validators,
-    Flask and the handlers would each read another line of it (the first, or all joined)."""
+    Flask and the handlers would each read another line of it (the first, or all joined).
+
+    The media type is lowercased: it is case-insensitive, but Connexion looks the body's
+    schema up by it as written, and skipped validating `APPLICATION/JSON`."""
     values: dict[bytes, list[bytes]] = {}
     for name, value in headers:
+        if name == b"content-type":
+            media_type, semicolon, parameters = value.partition(b";")
+            value = media_type.strip().lower() + semicolon + parameters
         if name not in (b"content-length", b"transfer-encoding"):
             values.setdefault(name, []).append(value)
     combined = [(name, b", ".join(lines)) for name, lines in values.items()]
