@@ -138,8 +138,7 @@ def _in_its_threads(
     method: Callable[Concatenate[SQLStore, P], R],
 ) -> Callable[Concatenate[SQLStore, P], Coroutine[Any, Any, R]]:
     """The method, to be awaited: it runs in the store's own threads (see `SQLStore._in_thread`),
-    so that the event loop never waits on the database. (SQLAlchemy's asyncio engines are the
-    other way: issue 12 weighs them.)"""
+    so that the event loop never waits on the database."""
 
     async def in_thread(self: SQLStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         call = functools.partial(method, self, *args, **kwargs)

@@ -154,7 +154,7 @@ class AsyncApp(connexion.AsyncApp):
 
 
 class _ConsoleOnItsPath(SwaggerUIMiddleware):
-    """Swagger UI's router, asked only about the console's own paths (some 4% of a GET)."""
+    """Swagger UI's router, asked only about the console's own paths, not on every request."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(CONSOLE_PATH):

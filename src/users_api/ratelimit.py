@@ -54,11 +54,11 @@ class Limiter:
 
     A sliding window counter keeps two counts per key and weighs the previous window's by how
     much of it still overlaps, so a burst at a window's edge is not let through twice. A moving
-    window is exact but keeps a timestamp per request; in memory, it also cost a thread hop per
-    request (the library expires timestamps through `asyncio.to_thread`): 80-100 us of 400-700.
+    window is exact but keeps a timestamp per request, and in memory it costs a thread hop per
+    request (the library expires timestamps through `asyncio.to_thread`).
 
     For Redis it brings its own connection pool, so that `close()` can release it. The Redis
-    client is imported only then: it adds some 30 MB to every worker.
+    client is imported only then: it weighs on every worker.
     """
 
     def __init__(self, storage_url: str, *, timeout_ms: int = 250) -> None:

@@ -21,8 +21,8 @@ class StoreResolver(Resolver):
 
     The handlers are coroutines. `AsyncApp` awaits them on its event loop. `FlaskApp` calls
     them from its WSGI threads, where Connexion would run each in a new event loop on a new
-    thread (asgiref's `async_to_sync`: 40% of a request); with `in_thread_loops`, each of those
-    threads keeps a loop of its own instead, and `close()` closes them.
+    thread (asgiref's `async_to_sync`, a large part of a request); with `in_thread_loops`, each
+    of those threads keeps a loop of its own instead, and `close()` closes them.
     """
 
     def __init__(self, store: UserStore, *, in_thread_loops: bool = False) -> None:
