@@ -26,6 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench import baseline
 from bench.fill import write_users_file
 from bench.report import Measurement, summarize, table, write_chart, write_json
 from bench.servers import (
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         _say(f"PostgreSQL is not reachable at {options.postgres_url}: its variants are skipped")
         variants = [v for v in variants if v.store != "postgres"]
+    if options.baseline:
+        variants += baseline.twins(options.baseline, variants)
     _say(_plan(options, variants, scenarios))
 
     RESULTS.mkdir(exist_ok=True)
@@ -278,6 +281,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated names or patterns (default: {DEFAULT_VARIANTS})",
     )
     parser.add_argument("--scenarios", help=f"comma-separated (default: {DEFAULT_SCENARIOS})")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run each chosen project variant as the commit REF built it, side by side",
+    )
     parser.add_argument(
         "--connections",
         type=lambda text: [int(n) for n in text.split(",")],

@@ -57,6 +57,10 @@ class Variant:
     store: str = ""
     workers: int = 1
     peer: str = ""
+    root: Path = ROOT
+    """The source tree the server runs from (an earlier commit's, for a baseline twin)."""
+    bin: Path = BIN
+    """The environment's scripts it runs with."""
 
     @property
     def scenarios(self) -> tuple[str, ...]:
@@ -225,12 +229,17 @@ def command(variant: Variant, data: Data, port: int) -> tuple[list[str], dict[st
     if variant.store == "memory":
         # Settings as `users-api serve` reads them; see bench/serve_memory.py for why.
         environ = {"USERS_HOST": "127.0.0.1", "USERS_PORT": str(port), **settings}
-        return [sys.executable, "-m", "bench.serve_memory", str(data.users_file)], environ
+        return [
+            str(variant.bin / "python"),
+            "-m",
+            "bench.serve_memory",
+            str(data.users_file),
+        ], environ
     synchronous = STORES[variant.store][1]
     store = ["--store", data.store_url(variant)]
     if synchronous:
         store += ["--sqlite-synchronous", synchronous]
-    return [str(BIN / "users-api"), "serve", *address, *store], settings
+    return [str(variant.bin / "users-api"), "serve", *address, *store], settings
 
 
 def count_lines(path: Path) -> int:
@@ -249,7 +258,7 @@ def running(variant: Variant, data: Data, logs: Path) -> Iterator[Server]:
         # stdout is uvicorn's access log: written as users run it, but not kept.
         process = subprocess.Popen(
             ["taskset", "-c", cpus, *argv],
-            cwd=ROOT,
+            cwd=variant.root,
             env={**os.environ, **environ},
             stdout=subprocess.DEVNULL,
             stderr=sink,
