@@ -29,6 +29,7 @@ from users_api.handlers.problem_types import (
     VALIDATION,
 )
 from users_api.settings import APP_FLAVOURS, Settings
+from users_api.store.sql import CREATE_LOCK
 
 KEY = '"8e03978e-40d5-43e8-bc93-6894a57f9324"'
 JSON = {"Content-Type": "application/json"}
@@ -84,7 +85,7 @@ def test_a_malformed_key_is_a_400_naming_it(client: TestClient, key: str | bytes
 
 
 def test_a_repeat_while_the_first_is_in_flight_gets_409_then_its_outcome(tmp_path: Path) -> None:
-    """PostgreSQL: another session locks the users table, so the first create waits inside its
+    """PostgreSQL: another session holds the creates' turn, so the first create waits inside its
     transaction, holding its key."""
     with postgres_schema() as url, serve(tmp_path, "--store", url) as server:
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
@@ -95,7 +96,7 @@ def test_a_repeat_while_the_first_is_in_flight_gets_409_then_its_outcome(tmp_pat
             timeout=30,
         )
         with engine.connect() as blocker:
-            blocker.execute(text("LOCK TABLE users IN EXCLUSIVE MODE"))
+            blocker.execute(text(f"SELECT pg_advisory_xact_lock({CREATE_LOCK})"))
             with ThreadPoolExecutor(1) as pool:
                 first = pool.submit(post)
                 time.sleep(0.5)

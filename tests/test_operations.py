@@ -361,7 +361,7 @@ def test_a_handler_that_disagrees_with_its_operation_stops_the_app_at_start(
     with pytest.raises(HandlerMismatch) as refused, app.test_client():
         pass  # Connexion builds its operations as the app starts
     assert str(refused.value) == (
-        f"users_api.handlers.users.update_user: the handler takes {taken}, "
+        f"update_user: the handler takes {taken}, "
         "the operation declares ['body', 'if_match', 'user_id']"
     )
 

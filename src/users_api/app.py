@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import gc
 import logging
 import re
@@ -12,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from importlib.resources import files
 from typing import Any
 
+import connexion
 import yaml
 from asgi_correlation_id import CorrelationIdMiddleware
 from connexion import AbstractApp
@@ -22,7 +22,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
 from users_api.auth import ApiKey, security_map
-from users_api.connexion_apps import CONSOLE_PATH, AsyncApp, FlaskApp, middlewares
+from users_api.connexion_adapter import (
+    CONSOLE_PATH,
+    call_operations_directly,
+    middlewares,
+    spec_for_connexion,
+)
 from users_api.framing import BodilessResponses, RequestFraming
 from users_api.headers import ResponseHeaders
 from users_api.liveness import Liveness
@@ -38,7 +43,10 @@ from users_api.validation import StrictURIParser, validator_map
 
 SPEC = files("users_api.openapi").joinpath("users.yaml")
 """The contract, shipped inside the package (the repo's `openapi/users.yaml`)."""
-APP_CLASSES: dict[str, type[AbstractApp]] = {"flask": FlaskApp, "async": AsyncApp}
+APP_CLASSES: dict[str, type[AbstractApp]] = {
+    "async": connexion.AsyncApp,
+    "flask": connexion.FlaskApp,
+}
 """Both run the same `async def` handlers: `AsyncApp` on its event loop, `FlaskApp` on a loop
 that each of its WSGI threads keeps (see `StoreResolver`)."""
 PREPARE_RETRY_SECONDS = 5
@@ -60,9 +68,17 @@ def create_app(
     text = SPEC.read_text()
     spec = yaml.safe_load(text)
     path_items = _path_items(spec["paths"])
+    connexion_spec = spec_for_connexion(spec)
     metrics = Metrics()
     limiter = Limiter(settings.rate_limit_storage, timeout_ms=settings.rate_limit_timeout_ms)
-    resolver = StoreResolver(store, in_thread_loops=settings.app == "flask")
+    resolver = StoreResolver(
+        store,
+        {
+            operation["operationId"]: _dereferenced(spec, operation)
+            for _, operation in _operations(connexion_spec["paths"])
+        },
+        in_thread_loops=settings.app == "flask",
+    )
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
@@ -92,6 +108,7 @@ def create_app(
         lifespan=lifespan,
         middlewares=middlewares(),
     )
+    call_operations_directly(app)
     # Outermost first: each of these sees, and shapes, every response, errors included.
     app.add_middleware(
         CorrelationIdMiddleware,
@@ -142,7 +159,7 @@ def create_app(
         takes_body=_takes_body(path_items),
     )
     app.add_api(
-        _for_connexion(spec),
+        connexion_spec,
         validate_responses=settings.validate_responses,
         strict_validation=True,  # a query parameter the operation does not declare is a 400
         uri_parser_class=StrictURIParser,  # type: ignore[arg-type]  # a class, as documented
@@ -204,25 +221,6 @@ EXPOSED_HEADERS = (
 """Response headers a browser script on an allowed origin may read."""
 
 
-def _for_connexion(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec as Connexion is given it; the one served at /openapi.json stays as written.
-
-    Path-level parameters are moved into each operation: Connexion appends them to the
-    operation's own list in place (`self._parameters += path_parameters`) each time one of its
-    middlewares builds the operation, so `user_id` would be validated once per middleware.
-
-    With `public_reads`, the operator's choice, the operations that need only `users:read`
-    are open to every client: a key sent anyway is still checked and named in the log.
-    """
-    document = copy.deepcopy(spec)
-    for item in document["paths"].values():
-        shared = item.pop("parameters", [])
-        for method, operation in item.items():
-            if method in _METHODS:
-                operation["parameters"] = [*operation.get("parameters", []), *shared]
-    return document
-
-
 def _scopes(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """The scope each operationId needs: its `x-scope`."""
     return {
@@ -243,6 +241,20 @@ def _operations(paths: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, M
         for method, operation in item.items():
             if method in _METHODS:
                 yield template, operation
+
+
+def _dereferenced(spec: Mapping[str, Any], node: Any) -> Any:
+    """`node` with each local `$ref` in it replaced by what it points to."""
+    if isinstance(node, list):
+        return [_dereferenced(spec, item) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    if "$ref" in node:
+        target: Any = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return _dereferenced(spec, target)
+    return {key: _dereferenced(spec, value) for key, value in node.items()}
 
 
 PathItems = Callable[[str], Mapping[str, Any] | None]

@@ -1,83 +1,91 @@
-"""What each handler is called with: exactly the parameters its operation declares.
-
-Connexion's parameter decorator works this out anew on every request (the operation's
-parameter lists, their defaults, which of them the handler takes): a quarter of a GET. An
-operation is fixed for the app's life, so this works it out once, and checks it at start.
-"""
+"""What each handler is called with: exactly the parameters its operation declares, read from
+the request that Connexion has validated, whichever app class serves it."""
 
 from __future__ import annotations
 
 import inspect
+import keyword
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
+from urllib.parse import parse_qsl
 
-from connexion.context import context
-from connexion.decorators.parameter import pythonic
-from connexion.operations import AbstractOperation
-from connexion.utils import coerce_type
+from starlette.types import Scope
 
 INJECTED = frozenset({"store"})
 """Handler parameters the app supplies itself (see `StoreResolver`), not the request."""
 CALLER = "token_info"
-"""The handler parameter that gets what Connexion's security put in the request's context of
-its API key (`users_api.auth`: `sub`, its name; `client`, its digest)."""
+"""The handler parameter that gets what the key check put in the request's context of its API
+key (`users_api.auth`: `sub`, its name; `client`, its digest)."""
+BODY = "body"
+PARSED_BODY = "users_api.body"
+"""Where the body validator leaves the request's body, parsed, in the scope's extensions."""
 
 
 class HandlerMismatch(Exception):
     """A handler whose parameters are not the ones its operation declares."""
 
 
-class HandlerArguments:
-    """The arguments of one operation's handler, from a Connexion request.
+def pythonic(name: str) -> str:
+    """A parameter's Python name: `If-Match` is `if_match`."""
+    name = re.sub(r"[^0-9a-zA-Z_]", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", name)).lower()
+    return f"{name}_" if keyword.iskeyword(name) else name
 
-    Each path, query and header parameter the operation declares comes under its Python name
-    (`If-Match` is `if_match`), coerced to its schema's type as Connexion coerces it; a query
-    parameter that is absent gets its schema's default, or none; the JSON body comes as `body`
-    (or the operation's `x-body-name`), and the API key's `token_info` to a handler that takes
-    it. Connexion's validation has passed them all already.
+
+class HandlerArguments:
+    """The arguments of one operation's handler.
+
+    Each path, query and header parameter the operation declares comes under its Python name,
+    an integer as an `int`; a query parameter that is absent gets its schema's default, or
+    none; the JSON body comes as `body`, and the API key's `token_info` to a handler that
+    takes it.
     """
 
-    def __init__(self, operation: AbstractOperation, handler: Callable[..., Any]) -> None:
-        self.operation_id = operation.operation_id
-        self.path: dict[str, tuple[str, Mapping[str, Any]]] = {}
-        self.query: dict[str, tuple[str, Mapping[str, Any]]] = {}
-        self.headers: dict[str, str] = {}
+    def __init__(self, operation: Mapping[str, Any], handler: Callable[..., Any]) -> None:
+        self.operation_id = operation["operationId"]
+        self.path: dict[str, tuple[str, bool]] = {}
+        self.query: dict[str, tuple[str, bool]] = {}
+        self.headers: dict[bytes, str] = {}
         self.defaults: dict[str, Any] = {}
-        for parameter in operation.parameters:
+        for parameter in operation.get("parameters", []):
             name, argument = parameter["name"], pythonic(parameter["name"])
+            integer = parameter.get("schema", {}).get("type") == "integer"
             if parameter["in"] == "path":
-                self.path[name] = argument, parameter
+                self.path[name] = argument, integer
             elif parameter["in"] == "query":
-                self.query[name] = argument, parameter
+                self.query[name] = argument, integer
                 if "default" in parameter.get("schema", {}):
                     self.defaults[argument] = parameter["schema"]["default"]
             elif parameter["in"] == "header":
-                self.headers[argument] = name
-        self.body = pythonic(operation.body_name("")) if operation.is_request_body_defined else None
+                self.headers[name.lower().encode()] = argument
+        self.body = "requestBody" in operation
         self.caller = CALLER in inspect.signature(handler).parameters
         self._check(handler)
 
-    def of(self, request: Any, body: Any) -> dict[str, Any]:
-        """The handler's arguments for `request`, whose JSON body is `body`."""
+    def of(self, scope: Scope, body: Any, caller: Any) -> dict[str, Any]:
+        """The handler's arguments for the request `scope`, whose JSON body is `body`, from
+        the client `caller`."""
         arguments = dict(self.defaults)
-        # Each of the request's tables is parsed on first use: only what the operation declares.
         if self.path:
-            path = request.path_params
-            for name, (argument, parameter) in self.path.items():
-                arguments[argument] = coerce_type(parameter, path[name], "path", name)
-        if self.query:
-            query = request.query_params
-            for name, (argument, parameter) in self.query.items():
+            path = scope["path_params"]
+            for name, (argument, integer) in self.path.items():
+                arguments[argument] = int(path[name]) if integer else path[name]
+        if self.query and scope["query_string"]:
+            # The last of a repeated parameter, as Connexion's validator read it.
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), True))
+            for name, (argument, integer) in self.query.items():
                 if name in query:
-                    arguments[argument] = coerce_type(parameter, query[name], "query", name)
+                    arguments[argument] = int(query[name]) if integer else query[name]
         if self.headers:
-            headers = request.headers
-            for argument, name in self.headers.items():
-                arguments[argument] = headers.get(name)
-        if self.body is not None:
-            arguments[self.body] = body
+            for argument in self.headers.values():
+                arguments[argument] = None
+            for name, value in scope["headers"]:
+                if name in self.headers:
+                    arguments[self.headers[name]] = value.decode("latin-1")
+        if self.body:
+            arguments[BODY] = body
         if self.caller:
-            arguments[CALLER] = cast(dict[str, Any], context).get(CALLER)  # a proxy to one
+            arguments[CALLER] = caller
         return arguments
 
     def _check(self, handler: Callable[..., Any]) -> None:
@@ -87,8 +95,8 @@ class HandlerArguments:
         declared = {
             *(argument for argument, _ in self.path.values()),
             *(argument for argument, _ in self.query.values()),
-            *self.headers,
-            *([self.body] if self.body else []),
+            *self.headers.values(),
+            *([BODY] if self.body else []),
         }
         if taken != declared:
             raise HandlerMismatch(

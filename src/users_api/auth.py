@@ -24,8 +24,9 @@ from typing import Any
 
 from connexion.exceptions import OAuthResponseProblem, ProblemException
 from connexion.lifecycle import ConnexionRequest
-from connexion.middleware.abstract import ROUTING_CONTEXT
-from connexion.security import NO_VALUE, BearerSecurityHandler
+from connexion.security import BearerSecurityHandler
+
+from users_api.connexion_adapter import NO_CREDENTIALS, operation_id
 
 READ = "users:read"
 WRITE = "users:write"
@@ -166,12 +167,11 @@ class ApiKeyBearer(BearerSecurityHandler):
 
     def _verify(self, request: ConnexionRequest) -> Any:
         scheme, token = self.get_auth_header_value(request)
-        operation = request.scope["extensions"][ROUTING_CONTEXT]["operation_id"]
-        operation = operation.rpartition(".")[2]
+        operation = operation_id(request.scope) or ""
         if scheme is None and operation in self._public:
             return {"scope": [READ]}
         if scheme != "bearer":
-            return NO_VALUE
+            return NO_CREDENTIALS
         info = self._token_info(token, operation, request)
         if info is None:
             raise OAuthResponseProblem(detail="Provided token is not valid")

@@ -8,16 +8,14 @@ by both app classes alike; the operation stays in the spec, where clients read i
 
 from __future__ import annotations
 
-from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from users_api.connexion_adapter import name_operation
 from users_api.handlers.health import check_health
 
 PATH = "/healthz"
 HEAD_OR_GET = ("HEAD", "GET")
-OPERATION_ID = "users_api.handlers.health.check_health"
-"""As Connexion's router would name it, for the access log and the metrics."""
 
 
 class Liveness:
@@ -28,6 +26,6 @@ class Liveness:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] not in HEAD_OR_GET:
             await self.app(scope, receive, send)
             return
-        scope.setdefault("extensions", {})[ROUTING_CONTEXT] = {"operation_id": OPERATION_ID}
+        name_operation(scope, check_health.__name__)  # for the access log and the metrics
         body, status, headers = await check_health()
         await JSONResponse(body, status, headers)(scope, receive, send)

@@ -1,4 +1,5 @@
-"""Binds each operation's handler to the app's store, and runs it where the app class calls it."""
+"""Binds each operation's handler to the app's store and to its request's arguments, and runs it
+where the app class calls it."""
 
 from __future__ import annotations
 
@@ -7,32 +8,57 @@ import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
+from connexion import context
 from connexion.resolver import Resolver
+from starlette.types import Scope
 
+from users_api.arguments import CALLER, PARSED_BODY, HandlerArguments
 from users_api.store import UserStore
 
 
 class StoreResolver(Resolver):
-    """Resolves operationIds as Connexion does, then gives the handler's `store` argument one
-    store (its other arguments are the request's: see `HandlerArguments`).
+    """Resolves operationIds as Connexion does, then gives the handler its `store`, and the
+    rest of its arguments from the request (see `HandlerArguments`), whatever Connexion passes.
 
-    The handlers are coroutines. `AsyncApp` awaits them on its event loop. `FlaskApp` calls
-    them from its WSGI threads, where Connexion would run each in a new event loop on a new
-    thread (asgiref's `async_to_sync`, a large part of a request); with `in_thread_loops`, each
-    of those threads keeps a loop of its own instead, and `close()` closes them.
+    So both app classes call a handler the same way, with arguments worked out once per
+    operation. The handlers are coroutines. `AsyncApp` awaits them on its event loop.
+    `FlaskApp` calls them from its WSGI threads, where Connexion would run each in a new event
+    loop on a new thread (asgiref's `async_to_sync`); with `in_thread_loops`, each of those
+    threads keeps a loop of its own instead, and `close()` closes them.
     """
 
-    def __init__(self, store: UserStore, *, in_thread_loops: bool = False) -> None:
+    def __init__(
+        self,
+        store: UserStore,
+        operations: Mapping[str, Mapping[str, Any]],
+        *,
+        in_thread_loops: bool = False,
+    ) -> None:
         super().__init__()
         self._store = store
+        self._operations = operations
         self._loops = ThreadLoops() if in_thread_loops else None
 
     def resolve_function_from_operation_id(self, operation_id: str) -> Callable[..., Any]:
         handler = _bind(super().resolve_function_from_operation_id(operation_id), self._store)
-        return handler if self._loops is None else self._loops.run_to_end(handler)
+        arguments = HandlerArguments(self._operations[operation_id.rpartition(".")[2]], handler)
+
+        def of_request() -> dict[str, Any]:
+            scope = cast(Scope, context.scope)
+            body = scope["extensions"].get(PARSED_BODY)
+            return arguments.of(scope, body, cast(dict[str, Any], context.context).get(CALLER))
+
+        if self._loops is None:
+
+            async def call(*_: Any, **__: Any) -> Any:
+                return await handler(**of_request())
+
+            return call
+        in_thread = self._loops.run_to_end(handler)
+        return lambda *_, **__: in_thread(**of_request())
 
     def close(self) -> None:
         if self._loops is not None:
@@ -52,7 +78,6 @@ class ThreadLoops:
     def run_to_end(self, function: Callable[..., Any]) -> Callable[..., Any]:
         """`function` as a plain function, run to its end on the calling thread's loop."""
 
-        @functools.wraps(function)  # Connexion reads the handler's own signature through this
         def run(**arguments: Any) -> Any:
             return self._loop().run_until_complete(function(**arguments))
 

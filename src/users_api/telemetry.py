@@ -9,9 +9,9 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from users_api.connexion_adapter import key_name, operation_id
 from users_api.handlers.problem_types import WRITE_OUTCOME_UNKNOWN
 from users_api.metrics import Metrics
 from users_api.problems import problem_response
@@ -77,7 +77,7 @@ class RequestTelemetry:
 
         # Connexion's router records the operation in the scope's extensions, which the copy
         # of the scope it routes shares with this one.
-        extensions = scope.setdefault("extensions", {})
+        scope.setdefault("extensions", {})
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, measure)
@@ -98,10 +98,8 @@ class RequestTelemetry:
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
-            resolved = (extensions.get(ROUTING_CONTEXT) or {}).get("operation_id")
-            operation = resolved.rpartition(".")[2] if resolved else None
-            # The name of the key that Connexion's security check accepted, if any.
-            key = (extensions.get("connexion_context") or {}).get("user")
+            operation = operation_id(scope)
+            key = key_name(scope)
             self.metrics.requests.labels(
                 operation or "none", scope["method"], status, key or "none"
             ).inc()

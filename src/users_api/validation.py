@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 import jsonschema_rs
-from connexion.datastructures import MediaTypeDict
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
 from connexion.uri_parsing import OpenAPIURIParser
-from connexion.validators import (
-    JSONRequestBodyValidator,
-    JSONResponseBodyValidator,
-    TextResponseBodyValidator,
-)
 from connexion.validators import ParameterValidator as StockParameterValidator
 from jsonschema import Draft4Validator, ValidationError
-from starlette.types import Scope, Send
+from starlette.types import Scope
 
+from users_api import connexion_adapter
+from users_api.arguments import PARSED_BODY
 from users_api.problems import invalid
 
 FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
@@ -97,21 +93,14 @@ def validator_map() -> dict[str, Any]:
     class AppRequestBodyValidator(RequestBodyValidator):
         compiled = schemas
 
-    return {
-        "parameter": AppParameterValidator,
-        "body": MediaTypeDict({"*/*json": AppRequestBodyValidator}),
-        "response": MediaTypeDict(
-            {"*/*json": ResponseBodyValidator, "text/plain": TextResponseBodyValidator}
-        ),
-    }
+    return connexion_adapter.validator_map(AppParameterValidator, AppRequestBodyValidator)
 
 
-class RequestBodyValidator(JSONRequestBodyValidator):
+class RequestBodyValidator(connexion_adapter.BodyValidator):
     compiled: CompiledSchemas
 
-    async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
+    def parse(self, raw: bytes, scope: Scope) -> Any:
         """JSON is UTF-8 (RFC 8259, section 8.1), whatever charset the Content-Type names."""
-        raw = b"".join([chunk async for chunk in stream])
         if not raw:
             return None
         try:
@@ -126,12 +115,13 @@ class RequestBodyValidator(JSONRequestBodyValidator):
             raise invalid(f"The request body is not JSON: {error}.", []) from None
         except RecursionError:
             raise invalid("The request body is nested too deeply.", []) from None
+        scope["extensions"][PARSED_BODY] = body  # for the handler: parsed once
         return body
 
-    def _validate(self, body: Any) -> None:
+    def check(self, body: Any, schema: dict[str, Any]) -> None:
         if body is None:
             raise invalid("The request body is missing.", [])
-        errors = self.compiled(self._schema, Draft4RequestValidator).issues(body)
+        errors = self.compiled(schema, Draft4RequestValidator).issues(body)
         if errors:
             raise invalid("The request body is invalid.", errors)
 
@@ -189,12 +179,6 @@ class StrictURIParser(OpenAPIURIParser):
                 if not _INTEGER.fullmatch(raw):
                     resolved[name] = raw
         return resolved
-
-
-class ResponseBodyValidator(JSONResponseBodyValidator):
-    def wrap_send(self, send: Send) -> Send:
-        """A HEAD's response has no body to hold to its GET's schema (Flask drops it)."""
-        return send if self._scope["method"] == "HEAD" else super().wrap_send(send)
 
 
 MAX_DIGITS = 1000

@@ -1,0 +1,173 @@
+"""Every reach into Connexion's internals, and nothing else: each a named piece that says which
+of its behaviours it changes and why. `tests/test_connexion_adapter.py` fails, naming the piece,
+when a Connexion upgrade moves what one relies on.
+
+The rest of the service uses Connexion through its documented extension points only.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import connexion
+from connexion.apps.asynchronous import AsyncApi, AsyncOperation
+from connexion.datastructures import MediaTypeDict
+from connexion.decorators.response import AsyncResponseDecorator
+from connexion.frameworks.starlette import Starlette as StarletteFramework
+from connexion.middleware import ConnexionMiddleware
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.security import NO_VALUE
+from connexion.validators import (
+    JSONRequestBodyValidator,
+    JSONResponseBodyValidator,
+    TextResponseBodyValidator,
+)
+from starlette.types import Receive, Scope, Send
+
+CONSOLE_PATH = "/ui"
+NO_CREDENTIALS = NO_VALUE
+"""What a security handler's check returns for a request that carries none of its scheme."""
+
+
+# 1. AsyncApp's operations call their handler directly.
+#
+# For every request, stock `AsyncOperation.fn` builds a new decorator chain whose parameter
+# decorator reads the handler's signature with `inspect` and parses the request's parameters
+# and body again (connexion#2045). The resolver's handlers take their arguments themselves
+# (`StoreResolver`), so the chain is only the response decorator, built once. Connexion has no
+# setting for its operation class: the app's ASGI app is given an API class that makes these.
+
+
+class _DirectOperation(AsyncOperation):
+    @functools.cached_property
+    def fn(self) -> Callable[..., Any]:
+        respond = AsyncResponseDecorator(
+            framework=StarletteFramework,  # type: ignore[type-abstract]
+            jsonifier=self.jsonifier,
+        )
+        return respond(self._fn)
+
+
+class _DirectApi(AsyncApi):
+    def make_operation(self, operation: Any) -> AsyncOperation:
+        return _DirectOperation.from_operation(
+            operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
+
+
+def call_operations_directly(app: connexion.AbstractApp) -> None:
+    """For an `AsyncApp`, before its API is added; `FlaskApp` keeps Connexion's own chain."""
+    if isinstance(app, connexion.AsyncApp):
+        app._middleware_app.api_cls = _DirectApi
+
+
+# 2. The console's router is asked only about the console's paths.
+#
+# Connexion's Swagger UI middleware runs every request through the console's router first.
+
+
+class _ConsoleOnItsPath(SwaggerUIMiddleware):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(CONSOLE_PATH):
+            await self.app(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def middlewares() -> list[Any]:
+    """Connexion's own middlewares, in its order, with the console's router on its path."""
+    return [
+        _ConsoleOnItsPath if middleware is SwaggerUIMiddleware else middleware
+        for middleware in ConnexionMiddleware.default_middlewares
+    ]
+
+
+# 3. Which operation, and which API key, a request is for.
+#
+# Connexion's router names the operation in the scope's extensions, and its security puts the
+# accepted key's name in the request's context; neither is documented. The key check needs the
+# operation (each operation's scope is its `x-scope`), the access log and metrics both.
+
+
+def operation_id(scope: Scope) -> str | None:
+    """The operationId of the operation the router matched, without its module; None if none."""
+    routed = scope.get("extensions", {}).get(ROUTING_CONTEXT) or {}
+    found: str | None = routed.get("operation_id")
+    return found.rpartition(".")[2] if found else None
+
+
+def name_operation(scope: Scope, operation: str) -> None:
+    """Name the operation for a request answered before Connexion's router sees it."""
+    scope.setdefault("extensions", {})[ROUTING_CONTEXT] = {"operation_id": operation}
+
+
+def key_name(scope: Scope) -> str | None:
+    """The name of the API key the request was accepted, or refused a scope, with."""
+    found: str | None = (scope.get("extensions", {}).get("connexion_context") or {}).get("user")
+    return found
+
+
+# 4. Path-level parameters are moved into each operation of the spec Connexion is given.
+#
+# Connexion appends a path item's parameters to its operation's own list in place
+# (`self._parameters += path_parameters`) each time one of its middlewares builds the
+# operation, so each would be validated once per middleware. The spec served to clients stays
+# as written.
+
+METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def spec_for_connexion(spec: dict[str, Any]) -> dict[str, Any]:
+    document = copy.deepcopy(spec)
+    for item in document["paths"].values():
+        shared = item.pop("parameters", [])
+        for method, operation in item.items():
+            if method in METHODS:
+                operation["parameters"] = [*operation.get("parameters", []), *shared]
+    return document
+
+
+# 5. The body validators' steps, as hooks.
+#
+# Connexion's JSON body validator parses with `json.loads` (a body that is not UTF-8, is nested
+# too deeply or holds a number too long escapes as a 500) and reports only the first failing
+# field. Its documented extension point is a validator class; the steps to change are its
+# `_parse` and `_validate`, and the schema its `_schema`.
+
+
+class BodyValidator(JSONRequestBodyValidator):
+    """Connexion's request body validator, whose subclass says how to `parse` the raw body
+    and how to `check` it against the operation's schema (raising a problem for either)."""
+
+    async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
+        return self.parse(b"".join([chunk async for chunk in stream]), scope)
+
+    def _validate(self, body: Any) -> None:
+        self.check(body, self._schema)
+
+    def parse(self, raw: bytes, scope: Scope) -> Any:
+        raise NotImplementedError
+
+    def check(self, body: Any, schema: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class _ResponseBodyValidator(JSONResponseBodyValidator):
+    def wrap_send(self, send: Send) -> Send:
+        """A HEAD's response has no body to hold to its GET's schema (Flask drops it)."""
+        return send if self._scope["method"] == "HEAD" else super().wrap_send(send)
+
+
+def validator_map(parameter: type[Any], body: type[BodyValidator]) -> dict[str, Any]:
+    """Connexion's `validator_map`: `body` for JSON bodies, and responses held to the spec."""
+    return {
+        "parameter": parameter,
+        "body": MediaTypeDict({"*/*json": body}),
+        "response": MediaTypeDict(
+            {"*/*json": _ResponseBodyValidator, "text/plain": TextResponseBodyValidator}
+        ),
+    }

@@ -1,0 +1,78 @@
+"""What `users_api.connexion_adapter` relies on in Connexion's internals: each test names the piece
+it guards, so that an upgrade that moves one fails here, plainly, before anywhere else."""
+
+from __future__ import annotations
+
+import inspect
+
+import connexion
+import pytest
+from connexion.apps.asynchronous import AsyncApi, AsyncOperation
+from connexion.decorators.response import AsyncResponseDecorator
+from connexion.middleware import ConnexionMiddleware
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+
+from users_api import connexion_adapter
+from users_api.app import create_app
+from users_api.settings import Settings
+from users_api.store.memory import MemoryStore
+
+
+def test_piece_1_async_operations_are_made_by_the_asgi_apps_api_class() -> None:
+    """`call_operations_directly` sets `AsyncApp._middleware_app.api_cls`, whose
+    `make_operation` makes each operation, whose `fn` its `__call__` awaits for a response."""
+    app = connexion.AsyncApp(__name__)
+    assert app._middleware_app.api_cls is AsyncApi, "AsyncApp no longer has this ASGI app"
+    assert "make_operation" in vars(AsyncApi), "AsyncApi no longer makes its operations"
+    assert "self.fn()" in inspect.getsource(AsyncOperation.__call__), "the call moved"
+    assert set(inspect.signature(AsyncResponseDecorator).parameters) == {"framework", "jsonifier"}
+
+
+def test_piece_1_the_async_app_calls_each_handler_through_the_direct_operation() -> None:
+    app = create_app(Settings(api_keys=("k",), app="async"), store=MemoryStore())
+    with app.test_client():  # Connexion builds its APIs as the app starts
+        apis = app._middleware_app.apis  # type: ignore[attr-defined]
+    operations = [op for each in apis.values() for api in each for op in api.operations.values()]
+    assert operations, "the ASGI app no longer lists its APIs' operations"
+    assert {type(op) for op in operations} == {connexion_adapter._DirectOperation}
+
+
+def test_piece_2_the_swagger_ui_middleware_is_one_of_connexions_defaults() -> None:
+    assert SwaggerUIMiddleware in ConnexionMiddleware.default_middlewares
+    assert connexion_adapter._ConsoleOnItsPath in connexion_adapter.middlewares()
+
+
+def test_piece_3_the_router_names_the_operation_and_security_the_key() -> None:
+    """The metrics read both: the operation id under `ROUTING_CONTEXT`, the key's name in
+    Connexion's context."""
+    app = create_app(Settings(api_keys=("k",)), store=MemoryStore())
+    client = app.test_client(client=("127.0.0.1", 50000))
+    client.get("/users", headers={"Authorization": "Bearer k"})
+    scraped = client.get("/metrics").text
+    assert 'operation="list_users"' in scraped, "the router no longer names the operation"
+    assert 'key="USERS_API_KEYS[1]"' in scraped, "security no longer names the accepted key"
+    assert ROUTING_CONTEXT == "connexion_routing"
+
+
+def test_piece_4_connexion_still_appends_path_parameters_to_its_operations() -> None:
+    """If an upgrade stops doing so, `spec_for_connexion` can go."""
+    from connexion.operations import OpenAPIOperation
+
+    assert "self._parameters += path_parameters" in inspect.getsource(OpenAPIOperation)
+
+
+@pytest.mark.parametrize("flavour", ["async", "flask"])
+def test_the_handlers_run_the_same_on_both_app_classes(flavour: str) -> None:
+    client = create_app(Settings(api_keys=("k",), app=flavour), store=MemoryStore()).test_client()
+    headers = {"Authorization": "Bearer k"}
+    created = client.post("/users", json={"username": "cosmo"}, headers=headers)
+    assert created.status_code == 201
+    updated = client.put(
+        "/users/1",
+        json={"username": "kramer"},
+        headers=headers | {"If-Match": created.headers["ETag"]},
+    )
+    assert (updated.status_code, updated.json()["username"]) == (200, "kramer")
+    listed = client.get("/users?limit=1&username=KRAMER", headers=headers)
+    assert [user["id"] for user in listed.json()["items"]] == [1]
