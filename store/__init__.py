@@ -8,6 +8,17 @@ from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlsplit
 
+MAX_ID = 2**53 - 1
+"""The spec's largest `User.id`: the largest integer every client holds exactly."""
+MAX_VERSION = 2**31 - 1
+"""The largest version, the SQL stores' 32-bit column's; the write after it is version 1 again,
+so that every version, and so every ETag, stays one that `If-Match` takes."""
+
+
+def next_version(version: int) -> int:
+    """The version a write moves a user at `version` to."""
+    return 1 if version >= MAX_VERSION else version + 1
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -17,7 +28,8 @@ class User:
     """In UTC, as every store hands it back."""
     updated_at: datetime
     version: int
-    """Grows by one on every write; the ETag is made from it."""
+    """Grows by one on every write, from 1 to `MAX_VERSION` and round again; the ETag is made
+    from it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from users_api.store import (
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    next_version,
 )
 
 
@@ -76,7 +77,10 @@ class MemoryStore:
                 del self._ids_by_name[user.username.lower()]
                 self._ids_by_name[username.lower()] = user_id
             updated = replace(
-                user, username=username, updated_at=datetime.now(UTC), version=user.version + 1
+                user,
+                username=username,
+                updated_at=datetime.now(UTC),
+                version=next_version(user.version),
             )
             self._users[user_id] = updated
             return updated

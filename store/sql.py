@@ -35,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    case,
     create_engine,
     delete,
     event,
@@ -52,6 +53,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import ReturningInsert
 
 from users_api.store import (
+    MAX_VERSION,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -98,6 +100,10 @@ users = Table(
 lowered_username: ColumnElement[str] = func.lower(users.c.username)
 """A username as the unique index compares it, and as Python's `lower()` gives it for the ASCII
 names the spec allows (in the "C" collation on PostgreSQL: migration 0002)."""
+_next_version: ColumnElement[int] = case(
+    (users.c.version >= MAX_VERSION, 1), else_=users.c.version + 1
+)
+"""`store.next_version` in SQL: past the column's largest is 1 again, not an overflow."""
 idempotency_keys = Table(
     "idempotency_keys",
     MetaData(),
@@ -264,7 +270,7 @@ class SQLStore:
             .values(
                 username=username,
                 updated_at=datetime.now(UTC),
-                version=users.c.version + 1,
+                version=_next_version,
             )
             .returning(*users.c)
         )

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import API_KEY, AUTH
-from tests.stores import Blocking, migrated, postgres_schema
+from tests.stores import Blocking, fresh_store_url, migrated, postgres_schema
 from users_api.app import create_app
 from users_api.cli import main
 from users_api.settings import Settings
-from users_api.store import User
+from users_api.store import MAX_VERSION, User
 from users_api.store.migrations import head
 from users_api.store.sql import SQLStore
 
@@ -286,3 +286,27 @@ def test_two_exports_to_one_file_at_once_both_finish_and_leave_one_whole_file(
     assert len(exported.read_text().splitlines()) == 3000 + 1  # and the last id
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_user_imported_at_the_largest_version_stays_writable_and_exportable(
+    tmp_path: Path, backend: str
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text(line(1, "cosmo", version=MAX_VERSION) + "\n")
+    with fresh_store_url(backend, tmp_path) as url:
+        assert main(["import", "--store", url, str(source)]) == 0
+        store = SQLStore(url)
+        client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+        tag = client.get("/users/1", headers=AUTH).headers["ETag"]
+        for expected in (f'"{MAX_VERSION}"', '"1"', '"2"'):
+            assert tag == expected
+            put = client.put(
+                "/users/1", json={"username": "cosmo"}, headers=AUTH | {"If-Match": tag}
+            )
+            assert put.status_code == 200, put.text
+            tag = put.headers["ETag"]
+        asyncio.run(store.close())
+        exported = tmp_path / "again.jsonl"
+        assert main(["export", "--store", url, str(exported)]) == 0
+    assert main(["import", "--store", f"sqlite:///{tmp_path / 'again.db'}", str(exported)]) == 0

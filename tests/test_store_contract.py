@@ -9,9 +9,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.stores import Blocking, fresh_store
+from users_api.handlers.etags import etag, versions_in
 from users_api.store import (
+    MAX_VERSION,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -20,6 +24,7 @@ from users_api.store import (
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    next_version,
 )
 
 
@@ -289,3 +294,28 @@ def test_last_id_counts_deleted_users_and_add_all_moves_past_another_stores(
 def test_add_all_of_no_user_still_moves_past_last_id(backend: Blocking) -> None:
     backend.add_all([], last_id=7)
     assert backend.create(username="cosmo").id > 7
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(version=st.integers(1, MAX_VERSION) | st.integers(MAX_VERSION - 2, MAX_VERSION))
+@example(version=MAX_VERSION)
+def test_every_version_moves_on_to_one_that_if_match_takes(backend: Blocking, version: int) -> None:
+    """Past the largest version a write comes round to 1: never an overflow, never a tag that
+    no `If-Match` can name."""
+    user_id = backend.last_id() + 1
+    backend.add_all([replace(imported(user_id, f"user{user_id}"), version=version)])
+    user = backend.get(user_id)
+    for _ in range(2):
+        user = backend.update(user_id, username=user.username, expected_versions=matching(user))
+        assert 1 <= user.version <= MAX_VERSION
+        assert backend.get(user_id) == user
+    assert user.version == next_version(next_version(version)) != version
+
+
+def matching(user: User) -> frozenset[int] | None:
+    """The versions `If-Match` with the user's ETag names."""
+    versions = versions_in(etag(user))
+    assert versions == {user.version}
+    return versions

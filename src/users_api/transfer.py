@@ -23,9 +23,8 @@ import yaml
 from jsonschema_rs import Draft4Validator
 
 from users_api.app import SPEC
-from users_api.handlers.etags import MAX_VERSION
 from users_api.handlers.users import present
-from users_api.store import User, UserIdTaken, UsernameTaken, UserStore
+from users_api.store import MAX_VERSION, User, UserIdTaken, UsernameTaken, UserStore
 
 PAGE = 1000
 SHOWN_ERRORS = 20
