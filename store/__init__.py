@@ -59,6 +59,13 @@ class UsernameTaken(StoreError):
         """The id of the user who has it, where the store knows."""
 
 
+class IdsExhausted(StoreError):
+    def __init__(self) -> None:
+        super().__init__(
+            f"Every user id up to {MAX_ID} has been handed out: no user can be created."
+        )
+
+
 class UserIdTaken(StoreError):
     def __init__(self, user_id: int) -> None:
         super().__init__(f"User {user_id} exists already.")

@@ -9,8 +9,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from users_api.store import (
+    MAX_ID,
     IdempotencyKey,
     IdempotencyKeyReused,
+    IdsExhausted,
     PreconditionFailed,
     User,
     UserIdTaken,
@@ -131,6 +133,8 @@ class MemoryStore:
 
     def _create(self, username: str) -> User:
         """Call with the lock held."""
+        if self._last_id >= MAX_ID:
+            raise IdsExhausted()
         self._claim(username)
         self._last_id += 1
         now = datetime.now(UTC)

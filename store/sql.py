@@ -50,13 +50,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.sql.dml import ReturningInsert
 
 from users_api.store import (
+    MAX_ID,
     MAX_VERSION,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdsExhausted,
     PreconditionFailed,
     SchemaNotCurrent,
     StoreUnavailable,
@@ -198,7 +199,7 @@ class SQLStore:
     @_in_its_threads
     def create(self, *, username: str) -> User:
         with self._writing(username) as connection:
-            return _user(connection.execute(_new_user(username, datetime.now(UTC))).one())
+            return _inserted(connection, username, datetime.now(UTC))
 
     @_in_its_threads
     def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
@@ -221,7 +222,7 @@ class SQLStore:
                     raise IdempotencyKeyReused()
                 created = found.created_at
                 return User(found.user_id, found.username, created, created, version=1), True
-            user = _user(connection.execute(_new_user(username, now)).one())
+            user = _inserted(connection, username, now)
             connection.execute(
                 insert(idempotency_keys).values(
                     owner=key.owner,
@@ -303,7 +304,8 @@ class SQLStore:
                 handed_out = text(f"SELECT pg_sequence_last_value({_SEQUENCE}::regclass)")
             else:  # AUTOINCREMENT keeps its highest id here, past deletes
                 handed_out = text("SELECT seq FROM sqlite_sequence WHERE name = 'users'")
-            return int(connection.execute(handed_out).scalar() or 0)
+            # A create refused at the ceiling moved PostgreSQL's sequence past it, to no one.
+            return min(int(connection.execute(handed_out).scalar() or 0), MAX_ID)
 
     def _add_all(self, users_to_add: Iterable[User], last_id: int) -> int:
         added = 0
@@ -580,10 +582,13 @@ def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
         taken_names.add(user.username.lower())
 
 
-def _new_user(username: str, now: datetime) -> ReturningInsert[Any]:
-    """The statement that adds a user, at version 1, and returns it."""
+def _inserted(connection: Connection, username: str, now: datetime) -> User:
+    """A new user, at version 1; past the spec's largest id, none (the transaction rolls back)."""
     values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
-    return insert(users).values(values).returning(*users.c)
+    user = _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
+    if user.id > MAX_ID:
+        raise IdsExhausted()
+    return user
 
 
 def _row(user: User) -> dict[str, Any]:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API_KEY, AUTH
+from tests.conftest import API_KEY, AUTH, assert_problem
 from tests.stores import Blocking, fresh_store_url, migrated, postgres_schema
 from users_api.app import create_app
 from users_api.cli import main
+from users_api.handlers.problem_types import IDS_EXHAUSTED
 from users_api.settings import Settings
-from users_api.store import MAX_VERSION, User
+from users_api.store import MAX_ID, MAX_VERSION, User
 from users_api.store.migrations import head
 from users_api.store.sql import SQLStore
 
@@ -310,3 +311,23 @@ def test_a_user_imported_at_the_largest_version_stays_writable_and_exportable(
         exported = tmp_path / "again.jsonl"
         assert main(["export", "--store", url, str(exported)]) == 0
     assert main(["import", "--store", f"sqlite:///{tmp_path / 'again.db'}", str(exported)]) == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_after_an_import_at_the_largest_id_a_create_is_refused_and_writes_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text(f'{{"last_id": {MAX_ID}}}\n')
+    with fresh_store_url(backend, tmp_path) as url:
+        assert main(["import", "--store", url, str(source)]) == 0
+        store = SQLStore(url)
+        client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+        for headers in (AUTH, AUTH | {"Idempotency-Key": "k1"}, AUTH):
+            refused = client.post("/users", json={"username": "cosmo"}, headers=headers)
+            assert_problem(refused, 507, IDS_EXHAUSTED)
+        assert client.get("/users", headers=AUTH).json()["items"] == []
+        asyncio.run(store.close())
+        exported = tmp_path / "again.jsonl"
+        assert main(["export", "--store", url, str(exported)]) == 0
+    assert exported.read_text() == source.read_text()

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from tests.stores import Blocking, fresh_store
 from users_api.handlers.etags import etag, versions_in
 from users_api.store import (
+    MAX_ID,
     MAX_VERSION,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdsExhausted,
     PreconditionFailed,
     User,
     UserIdTaken,
@@ -319,3 +321,19 @@ def matching(user: User) -> frozenset[int] | None:
     versions = versions_in(etag(user))
     assert versions == {user.version}
     return versions
+
+
+def test_no_create_passes_the_largest_id_and_a_refused_one_writes_nothing(
+    backend: Blocking,
+) -> None:
+    backend.add_all([], last_id=MAX_ID - 1)
+    last = backend.create(username="cosmo")
+    assert last.id == MAX_ID
+    for _ in range(2):
+        with pytest.raises(IdsExhausted):
+            backend.create(username="elaine")
+        with pytest.raises(IdsExhausted):
+            backend.create_once(username="elaine", key=KEY)
+    assert backend.list(after=0, limit=10) == [last]
+    assert backend.last_id() == MAX_ID  # an export of the store still imports
+    assert backend.update(last.id, username="kramer").id == MAX_ID

@@ -24,14 +24,12 @@ from jsonschema_rs import Draft4Validator
 
 from users_api.app import SPEC
 from users_api.handlers.users import present
-from users_api.store import MAX_VERSION, User, UserIdTaken, UsernameTaken, UserStore
+from users_api.store import MAX_ID, MAX_VERSION, User, UserIdTaken, UsernameTaken, UserStore
 
 PAGE = 1000
 SHOWN_ERRORS = 20
 LAST_ID = "last_id"
 """The one member of the file's last line."""
-MAX_ID = 2**53 - 1
-"""The spec's largest `User.id`."""
 TAIL_BYTES = 64 * 1024
 """How much of the file's end is read for its last line: blank lines may follow it."""
 
