@@ -125,10 +125,9 @@ THREADS = 40
 """The store's threads, as many as Starlette's thread pool had for the sync handlers before."""
 CHECK_EVERY_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 1.0
-FORGET_KEYS_EVERY_SECONDS = 60.0
-"""How often, at most, a create with an idempotency key also drops keys past retention..."""
-FORGET_KEYS_AT_ONCE = 1000
-"""... and how many at most, so that it stays a short part of that create's transaction."""
+FORGET_KEYS_AT_ONCE = 10
+"""How many keys past retention each create with an idempotency key drops, at most: ten for
+the one it adds, so that forgetting outpaces any writer, in a short part of its transaction."""
 IDEMPOTENCY_LOCKS = 7261129
 """The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
 
@@ -179,7 +178,6 @@ class SQLStore:
         """How long a migration waits for its lock (SQLite's connections wait their busy
         timeout)."""
         self._retention = timedelta(hours=idempotency_retention_hours)
-        self._next_forget = 0.0
         self._schema_current = False
         """Once seen at the newest revision; a schema is never downgraded under a service."""
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
@@ -236,14 +234,19 @@ class SQLStore:
             return user, False
 
     def _forget_expired_keys(self, connection: Connection, now: datetime, this_key: Any) -> None:
-        """Drop this key if past retention, and every such key once in a while."""
-        expired = idempotency_keys.c.created_at <= now - self._retention
+        """Drop this key if past retention, and up to `FORGET_KEYS_AT_ONCE` other such keys."""
+        created_at = idempotency_keys.c.created_at
+        expired = created_at <= now - self._retention
         connection.execute(delete(idempotency_keys).where(this_key, expired))
-        if time.monotonic() >= self._next_forget:  # a race between threads only drops twice
-            self._next_forget = time.monotonic() + FORGET_KEYS_EVERY_SECONDS
-            key = tuple_(idempotency_keys.c.owner, idempotency_keys.c.key)
-            oldest = select(*key.clauses).where(expired).limit(FORGET_KEYS_AT_ONCE)
-            connection.execute(delete(idempotency_keys).where(key.in_(oldest)))
+        key = tuple_(idempotency_keys.c.owner, idempotency_keys.c.key)
+        oldest = (
+            select(*key.clauses)
+            .where(expired)
+            .order_by(created_at)  # by its index, never a scan of the keys still kept
+            .limit(FORGET_KEYS_AT_ONCE)
+            .with_for_update(skip_locked=True)  # PostgreSQL: creates at once drop other keys
+        )
+        connection.execute(delete(idempotency_keys).where(key.in_(oldest)))
 
     @_in_its_threads
     def get(self, user_id: int) -> User:
