@@ -72,6 +72,27 @@ class UserIdTaken(StoreError):
         self.user_id = user_id
 
 
+class UsersTaken(StoreError):
+    """What `add_all` found taken: how many of its users have an id or a username that is taken
+    (in the store, or by one of its users before them), and the first `NAMED` of them, each
+    with its place among them (0 for the first)."""
+
+    NAMED = 20
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.named: list[tuple[int, UserIdTaken | UsernameTaken]] = []
+
+    def add(self, place: int, error: UserIdTaken | UsernameTaken) -> None:
+        self.count += 1
+        if len(self.named) < self.NAMED:
+            self.named.append((place, error))
+
+    def __str__(self) -> str:
+        return f"{self.count} user(s) with an id or a username that is taken"
+
+
 class IdempotencyKeyReused(StoreError):
     def __init__(self) -> None:
         super().__init__("This Idempotency-Key was sent before with a different request body.")
@@ -152,10 +173,14 @@ class UserStore(Protocol):
         self, user_id: int, *, expected_versions: Collection[int] | None = None
     ) -> None: ...
 
-    async def add_all(self, users: Iterable[User], *, last_id: int = 0) -> int:
-        """Add users as they are (ids, names, timestamps, versions), all or none: an id or a
-        username already taken, or an error raised by `users`, adds none. Returns the count.
-        No id up to `last_id` (another store's `last_id()`) is handed out after."""
+    async def add_all(
+        self, users: Iterable[User], *, last_id: int = 0, check_only: bool = False
+    ) -> int:
+        """Add users as they are (ids, names, timestamps, versions), all or none, and return the
+        count. Every user is checked: if any has an id or a username already taken, none is
+        added and `UsersTaken` names them; an error raised by `users` adds none either. No id up
+        to `last_id` (another store's `last_id()`) is handed out after. With `check_only`,
+        nothing is added either way: only `UsersTaken` tells."""
         ...
 
     async def last_id(self) -> int:

@@ -65,6 +65,7 @@ from users_api.store import (
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    UsersTaken,
     WriteOutcomeUnknown,
 )
 from users_api.store.migrations import behind, current, head, upgrade
@@ -295,9 +296,11 @@ class SQLStore:
             if connection.execute(statement).one_or_none() is None:
                 self._refuse(connection, user_id)
 
-    async def add_all(self, users_to_add: Iterable[User], *, last_id: int = 0) -> int:
+    async def add_all(
+        self, users_to_add: Iterable[User], *, last_id: int = 0, check_only: bool = False
+    ) -> int:
         """Not a request's call (`users-api import`): it takes as long as the file does."""
-        add = functools.partial(self._add_all, users_to_add, last_id)
+        add = functools.partial(self._add_all, users_to_add, last_id, check_only)
         return await self._in_thread(add, None)
 
     @_in_its_threads
@@ -310,17 +313,24 @@ class SQLStore:
             # A create refused at the ceiling moved PostgreSQL's sequence past it, to no one.
             return min(int(connection.execute(handed_out).scalar() or 0), MAX_ID)
 
-    def _add_all(self, users_to_add: Iterable[User], last_id: int) -> int:
+    def _add_all(self, users_to_add: Iterable[User], last_id: int, check_only: bool) -> int:
         added = 0
+        taken = UsersTaken()
         with self._connect(write=True) as connection:
             if connection.dialect.name == "postgresql":  # no request's statement timeout either
                 connection.execute(text("SET LOCAL statement_timeout = 0"))
             remaining = iter(users_to_add)
             batches = iter(lambda: list(islice(remaining, 1000)), [])
             for batch in batches:
-                _refuse_clashes(connection, batch)
-                connection.execute(insert(users), [_row(user) for user in batch])
-                added += len(batch)
+                # The free ones go in, for later batches to be checked against them too.
+                if free := _free(connection, batch, added + taken.count, taken):
+                    connection.execute(insert(users), [_row(user) for user in free])
+                added += len(free)
+            if taken.count:
+                raise taken
+            if check_only:
+                connection.rollback()
+                return added
             # Explicit ids bypass the sequence: move it past them, and past `last_id`, so that
             # none is handed out again.
             past = {"last_id": last_id}
@@ -564,9 +574,10 @@ def _identity(path: Path) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
-    """Raise for the first user whose id or username is taken, in the database or earlier on."""
-    taken = connection.execute(
+def _free(connection: Connection, batch: list[User], first: int, taken: UsersTaken) -> list[User]:
+    """The batch's users whose id and username are free, in the database and among the batch's
+    earlier free ones; the others go to `taken`, by place (the batch's first is at `first`)."""
+    found = connection.execute(
         select(users.c.id, lowered_username).where(
             or_(
                 users.c.id.in_([user.id for user in batch]),
@@ -574,15 +585,20 @@ def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
             )
         )
     ).all()
-    taken_ids = {user_id for user_id, _ in taken}
-    taken_names = {name for _, name in taken}
-    for user in batch:
-        if user.id in taken_ids:
-            raise UserIdTaken(user.id)
-        if user.username.lower() in taken_names:
-            raise UsernameTaken(user.username)
-        taken_ids.add(user.id)
-        taken_names.add(user.username.lower())
+    ids = {user_id for user_id, _ in found}
+    holders = {name: user_id for user_id, name in found}
+    free = []
+    for place, user in enumerate(batch, first):
+        name = user.username.lower()
+        if user.id in ids:
+            taken.add(place, UserIdTaken(user.id))
+        elif name in holders:
+            taken.add(place, UsernameTaken(user.username, holders[name]))
+        else:
+            free.append(user)
+            ids.add(user.id)
+            holders[name] = user.id
+    return free
 
 
 def _inserted(connection: Connection, username: str, now: datetime) -> User:

@@ -26,6 +26,7 @@ from users_api.store import (
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    UsersTaken,
     next_version,
 )
 
@@ -198,9 +199,45 @@ def test_add_all_with_a_clash_adds_none(
     backend: Blocking, existing: str | None, added: list[User], error: type[Exception]
 ) -> None:
     before = [backend.create(username=existing)] if existing else []
-    with pytest.raises(error):
+    with pytest.raises(UsersTaken) as taken:
         backend.add_all(added)
+    assert [(place, type(clash)) for place, clash in taken.value.named] == [(1, error)]
     assert backend.list(after=0, limit=10) == before
+
+
+def test_add_all_names_every_user_it_cannot_add(backend: Blocking) -> None:
+    """Past the first clash too, case-only ones included; a clashing user takes nothing."""
+    backend.add_all([imported(n, f"user{n}") for n in range(1, 4)])
+    added = [
+        imported(1, "cosmo"),  # the id is taken
+        imported(10, "elaine"),
+        imported(2, "ELAINE"),  # the id is taken: "ELAINE" stays free for none
+        imported(11, "USER3"),  # the name, but for case
+        imported(12, "Elaine"),  # the name of the user 2 places before
+        imported(10, "george"),  # that user's id
+        *(imported(n, f"user{n}") for n in range(20, 1100)),  # past a batch's 1,000
+        imported(1200, "user1099"),
+    ]
+    for check_only in (True, False):
+        with pytest.raises(UsersTaken) as taken:
+            backend.add_all(added, check_only=check_only)
+        assert taken.value.count == 6
+        assert [(place, str(clash)) for place, clash in taken.value.named] == [
+            (0, "User 1 exists already."),
+            (2, "User 2 exists already."),
+            (3, "The username 'USER3' is taken."),
+            (4, "The username 'Elaine' is taken."),
+            (5, "User 10 exists already."),
+            (len(added) - 1, "The username 'user1099' is taken."),
+        ]
+        assert [clash.holder for _, clash in taken.value.named[2:4]] == [3, 10]  # type: ignore[union-attr]
+    assert len(backend.list(after=0, limit=100)) == 3
+
+
+def test_add_all_checking_only_adds_nothing(backend: Blocking) -> None:
+    assert backend.add_all([imported(5, "cosmo")], last_id=40, check_only=True) == 1
+    assert backend.list(after=0, limit=10) == []
+    assert backend.create(username="cosmo").id == 1
 
 
 def test_add_all_adds_none_when_its_input_fails_midway(backend: Blocking) -> None:
