@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 
-from users_api.store import User
+from users_api.store import MAX_VERSION, User
 
 ISSUED = re.compile(r"[1-9][0-9]{0,9}")
 """The digits of a tag this server issues: a version, in ASCII, without leading zeros."""
-MAX_VERSION = 2**31 - 1
-"""The stores' version column is a 32-bit integer."""
 
 
 def etag(user: User) -> str:

@@ -117,6 +117,12 @@ WRITE_OUTCOME_UNKNOWN = ProblemType(
     "have been made. Read the user before retrying; a create sent again with its "
     "`Idempotency-Key` is safe. Retry after `Retry-After` seconds.",
 )
+IDS_EXHAUSTED = ProblemType(
+    "ids-exhausted",
+    507,
+    "Every user id up to the largest the API allows (9007199254740991) has been handed out, "
+    "and ids are never reused: no user can be created. Nothing was changed.",
+)
 
 PROBLEM_TYPES = {
     kind.slug: kind
@@ -134,6 +140,7 @@ PROBLEM_TYPES = {
         RATE_LIMITED,
         UNAVAILABLE,
         WRITE_OUTCOME_UNKNOWN,
+        IDS_EXHAUSTED,
     )
 }
 

@@ -9,6 +9,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+MAX_ID = 2**53 - 1
+"""The spec's largest `User.id`: the largest integer every client holds exactly."""
+MAX_VERSION = 2**31 - 1
+"""The largest version, the SQL stores' 32-bit column's; the write after it is version 1 again,
+so that every version, and so every ETag, stays one that `If-Match` takes."""
+
+
+def next_version(version: int) -> int:
+    """The version a write moves a user at `version` to."""
+    return 1 if version >= MAX_VERSION else version + 1
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -18,7 +29,8 @@ class User:
     """In UTC, as every store hands it back."""
     updated_at: datetime
     version: int
-    """Grows by one on every write; the ETag is made from it."""
+    """Grows by one on every write, from 1 to `MAX_VERSION` and round again; the ETag is made
+    from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +60,38 @@ class UsernameTaken(StoreError):
         """The id of the user who has it, where the store knows."""
 
 
+class IdsExhausted(StoreError):
+    def __init__(self) -> None:
+        super().__init__(
+            f"Every user id up to {MAX_ID} has been handed out: no user can be created."
+        )
+
+
 class UserIdTaken(StoreError):
     def __init__(self, user_id: int) -> None:
         super().__init__(f"User {user_id} exists already.")
         self.user_id = user_id
+
+
+class UsersTaken(StoreError):
+    """What `add_all` found taken: how many of its users have an id or a username that is taken
+    (in the store, or by one of its users before them), and the first `NAMED` of them, each
+    with its place among them (0 for the first)."""
+
+    NAMED = 20
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.named: list[tuple[int, UserIdTaken | UsernameTaken]] = []
+
+    def add(self, place: int, error: UserIdTaken | UsernameTaken) -> None:
+        self.count += 1
+        if len(self.named) < self.NAMED:
+            self.named.append((place, error))
+
+    def __str__(self) -> str:
+        return f"{self.count} user(s) with an id or a username that is taken"
 
 
 class IdempotencyKeyReused(StoreError):
@@ -134,10 +174,14 @@ class UserStore(Protocol):
         self, user_id: int, *, expected_versions: Collection[int] | None = None
     ) -> None: ...
 
-    async def add_all(self, users: Iterable[User], *, last_id: int = 0) -> int:
-        """Add users as they are (ids, names, timestamps, versions), all or none: an id or a
-        username already taken, or an error raised by `users`, adds none. Returns the count.
-        No id up to `last_id` (another store's `last_id()`) is handed out after."""
+    async def add_all(
+        self, users: Iterable[User], *, last_id: int = 0, check_only: bool = False
+    ) -> int:
+        """Add users as they are (ids, names, timestamps, versions), all or none, and return the
+        count. Every user is checked: if any has an id or a username already taken, none is
+        added and `UsersTaken` names them; an error raised by `users` adds none either. No id up
+        to `last_id` (another store's `last_id()`) is handed out after. With `check_only`,
+        nothing is added either way: only `UsersTaken` tells."""
         ...
 
     async def last_id(self) -> int:

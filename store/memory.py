@@ -10,14 +10,18 @@ from datetime import UTC, datetime, timedelta
 
 from users_api.store import (
     DEFAULT_OPTIONS,
+    MAX_ID,
     IdempotencyKey,
     IdempotencyKeyReused,
+    IdsExhausted,
     PreconditionFailed,
     StoreOptions,
     User,
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    UsersTaken,
+    next_version,
 )
 
 
@@ -78,7 +82,10 @@ class MemoryStore:
                 del self._ids_by_name[user.username.lower()]
                 self._ids_by_name[username.lower()] = user_id
             updated = replace(
-                user, username=username, updated_at=datetime.now(UTC), version=user.version + 1
+                user,
+                username=username,
+                updated_at=datetime.now(UTC),
+                version=next_version(user.version),
             )
             self._users[user_id] = updated
             return updated
@@ -92,22 +99,32 @@ class MemoryStore:
             del self._ids_by_name[user.username.lower()]
             del self._ordered_ids[bisect.bisect_left(self._ordered_ids, user_id)]
 
-    async def add_all(self, users: Iterable[User], *, last_id: int = 0) -> int:
+    async def add_all(
+        self, users: Iterable[User], *, last_id: int = 0, check_only: bool = False
+    ) -> int:
         with self._lock:
             added: dict[int, User] = {}
             ids_by_name: dict[str, int] = {}
-            for user in users:
-                if user.id in self._users or user.id in added:
-                    raise UserIdTaken(user.id)
+            taken = UsersTaken()
+            for place, user in enumerate(users):
                 name = user.username.lower()
-                if name in self._ids_by_name or name in ids_by_name:
-                    raise UsernameTaken(user.username)
+                holder = self._ids_by_name.get(name, ids_by_name.get(name))
+                if user.id in self._users or user.id in added:
+                    taken.add(place, UserIdTaken(user.id))
+                    continue
+                if holder is not None:
+                    taken.add(place, UsernameTaken(user.username, holder))
+                    continue
                 added[user.id] = replace(
                     user,
                     created_at=user.created_at.astimezone(UTC),
                     updated_at=user.updated_at.astimezone(UTC),
                 )
                 ids_by_name[name] = user.id
+            if taken.count:
+                raise taken
+            if check_only:
+                return len(added)
             self._users.update(added)
             self._ids_by_name.update(ids_by_name)
             self._ordered_ids = sorted([*self._ordered_ids, *added])
@@ -129,6 +146,8 @@ class MemoryStore:
 
     def _create(self, username: str) -> User:
         """Call with the lock held."""
+        if self._last_id >= MAX_ID:
+            raise IdsExhausted()
         self._claim(username)
         self._last_id += 1
         now = datetime.now(UTC)

@@ -35,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    case,
     create_engine,
     delete,
     event,
@@ -52,9 +53,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from users_api.store import (
     DEFAULT_OPTIONS,
+    MAX_ID,
+    MAX_VERSION,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdsExhausted,
     PreconditionFailed,
     SchemaNotCurrent,
     StoreOptions,
@@ -63,6 +67,7 @@ from users_api.store import (
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    UsersTaken,
     WriteOutcomeUnknown,
 )
 from users_api.store.migrations import behind, current, head, upgrade
@@ -99,6 +104,10 @@ users = Table(
 lowered_username: ColumnElement[str] = func.lower(users.c.username)
 """A username as the unique index compares it, and as Python's `lower()` gives it for the ASCII
 names the spec allows (in the "C" collation on PostgreSQL: migration 0002)."""
+_next_version: ColumnElement[int] = case(
+    (users.c.version >= MAX_VERSION, 1), else_=users.c.version + 1
+)
+"""`store.next_version` in SQL: past the column's largest is 1 again, not an overflow."""
 idempotency_keys = Table(
     "idempotency_keys",
     MetaData(),
@@ -119,10 +128,9 @@ THREADS = 40
 """The store's threads, as many as Starlette's thread pool had for the sync handlers before."""
 CHECK_EVERY_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 1.0
-FORGET_KEYS_EVERY_SECONDS = 60.0
-"""How often, at most, a create with an idempotency key also drops keys past retention..."""
-FORGET_KEYS_AT_ONCE = 1000
-"""... and how many at most, so that it stays a short part of that create's transaction."""
+FORGET_KEYS_AT_ONCE = 10
+"""How many keys past retention each create with an idempotency key drops, at most: ten for
+the one it adds, so that forgetting outpaces any writer, in a short part of its transaction."""
 IDEMPOTENCY_LOCKS = 7261129
 """The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
 CREATE_LOCK = 7261130
@@ -180,7 +188,6 @@ class SQLStore:
         """How long a migration waits for its lock (SQLite's connections wait their busy
         timeout)."""
         self._retention = timedelta(hours=options.idempotency_retention_hours)
-        self._next_forget = 0.0
         self._schema_current = False
         """Once seen at the newest revision; a schema is never downgraded under a service."""
         self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
@@ -200,7 +207,7 @@ class SQLStore:
     @_in_its_threads
     def create(self, *, username: str) -> User:
         with self._writing(username) as connection:
-            return _insert_user(connection, username, datetime.now(UTC))
+            return _inserted(connection, username, datetime.now(UTC))
 
     @_in_its_threads
     def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
@@ -223,7 +230,7 @@ class SQLStore:
                     raise IdempotencyKeyReused()
                 created = found.created_at
                 return User(found.user_id, found.username, created, created, version=1), True
-            user = _insert_user(connection, username, now)
+            user = _inserted(connection, username, now)
             connection.execute(
                 insert(idempotency_keys).values(
                     owner=key.owner,
@@ -237,14 +244,19 @@ class SQLStore:
             return user, False
 
     def _forget_expired_keys(self, connection: Connection, now: datetime, this_key: Any) -> None:
-        """Drop this key if past retention, and every such key once in a while."""
-        expired = idempotency_keys.c.created_at <= now - self._retention
+        """Drop this key if past retention, and up to `FORGET_KEYS_AT_ONCE` other such keys."""
+        created_at = idempotency_keys.c.created_at
+        expired = created_at <= now - self._retention
         connection.execute(delete(idempotency_keys).where(this_key, expired))
-        if time.monotonic() >= self._next_forget:  # a race between threads only drops twice
-            self._next_forget = time.monotonic() + FORGET_KEYS_EVERY_SECONDS
-            key = tuple_(idempotency_keys.c.owner, idempotency_keys.c.key)
-            oldest = select(*key.clauses).where(expired).limit(FORGET_KEYS_AT_ONCE)
-            connection.execute(delete(idempotency_keys).where(key.in_(oldest)))
+        key = tuple_(idempotency_keys.c.owner, idempotency_keys.c.key)
+        oldest = (
+            select(*key.clauses)
+            .where(expired)
+            .order_by(created_at)  # by its index, never a scan of the keys still kept
+            .limit(FORGET_KEYS_AT_ONCE)
+            .with_for_update(skip_locked=True)  # PostgreSQL: creates at once drop other keys
+        )
+        connection.execute(delete(idempotency_keys).where(key.in_(oldest)))
 
     @_in_its_threads
     def get(self, user_id: int) -> User:
@@ -272,7 +284,7 @@ class SQLStore:
             .values(
                 username=username,
                 updated_at=datetime.now(UTC),
-                version=users.c.version + 1,
+                version=_next_version,
             )
             .returning(*users.c)
         )
@@ -293,9 +305,11 @@ class SQLStore:
             if connection.execute(statement).one_or_none() is None:
                 self._refuse(connection, user_id)
 
-    async def add_all(self, users_to_add: Iterable[User], *, last_id: int = 0) -> int:
+    async def add_all(
+        self, users_to_add: Iterable[User], *, last_id: int = 0, check_only: bool = False
+    ) -> int:
         """Not a request's call (`users-api import`): it takes as long as the file does."""
-        add = functools.partial(self._add_all, users_to_add, last_id)
+        add = functools.partial(self._add_all, users_to_add, last_id, check_only)
         return await self._in_thread(add, None)
 
     @_in_its_threads
@@ -305,28 +319,36 @@ class SQLStore:
                 handed_out = text(f"SELECT pg_sequence_last_value({_SEQUENCE}::regclass)")
             else:  # AUTOINCREMENT keeps its highest id here, past deletes
                 handed_out = text("SELECT seq FROM sqlite_sequence WHERE name = 'users'")
-            return int(connection.execute(handed_out).scalar() or 0)
+            # A create refused at the ceiling moved PostgreSQL's sequence past it, to no one.
+            return min(int(connection.execute(handed_out).scalar() or 0), MAX_ID)
 
-    def _add_all(self, users_to_add: Iterable[User], last_id: int) -> int:
+    def _add_all(self, users_to_add: Iterable[User], last_id: int, check_only: bool) -> int:
         postgresql = self.engine.dialect.name == "postgresql"
-        if postgresql and last_id:
+        if postgresql and last_id and not check_only:
             # Once the creates in flight are done, ids are handed out past the file's: creates go
             # on beside the import, and none takes an id that it brings.
             with self._connect(write=True) as connection:
-                connection.execute(text(_TAKE_CREATE_TURN))
+                connection.execute(text(TAKE_CREATE_TURN))
                 connection.execute(text(_MOVE_SEQUENCE_PAST), {"last_id": last_id})
         added = 0
+        taken = UsersTaken()
         with self._connect(write=True) as connection:
             if postgresql:  # no request's statement timeout either
                 connection.execute(text("SET LOCAL statement_timeout = 0"))
                 if not last_id:  # the file's ids are known at its end only: creates wait
-                    connection.execute(text(_TAKE_CREATE_TURN))
+                    connection.execute(text(TAKE_CREATE_TURN))
             remaining = iter(users_to_add)
             batches = iter(lambda: list(islice(remaining, 1000)), [])
             for batch in batches:
-                _refuse_clashes(connection, batch)
-                connection.execute(insert(users), [_row(user) for user in batch])
-                added += len(batch)
+                # The free ones go in, for later batches to be checked against them too.
+                if free := _free(connection, batch, added + taken.count, taken):
+                    connection.execute(insert(users), [_row(user) for user in free])
+                added += len(free)
+            if taken.count:
+                raise taken
+            if check_only:
+                connection.rollback()
+                return added
             # Explicit ids bypass the sequence: move it past them, and past `last_id`, so that
             # none is handed out again.
             past = {"last_id": last_id}
@@ -559,9 +581,13 @@ def _for(caller: _Caller, call: Callable[[], R]) -> R:
 
 
 _SEQUENCE = "pg_get_serial_sequence('users', 'id')"
-_TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d})"
+# Per schema: services (and tests) in other schemas of one database do not wait for each other.
+TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d}, hashtext(current_schema()))"
+# Past every id in the table, `last_id` and the last handed out, and never backwards; without
+# consuming an id (run twice by an import with a `last_id`, it moves once).
 _MOVE_SEQUENCE_PAST = (
-    f"SELECT setval({_SEQUENCE}, GREATEST(max(id), :last_id, nextval({_SEQUENCE}))) FROM users"
+    f"SELECT setval({_SEQUENCE}, GREATEST(past, 1), past >= 1) FROM (SELECT GREATEST(max(id), "
+    f":last_id, pg_sequence_last_value({_SEQUENCE}::regclass)) AS past FROM users) AS moved"
 )
 _MOVE_AUTOINCREMENT_PAST = (
     "UPDATE sqlite_sequence SET seq = max(seq, :last_id) WHERE name = 'users'"
@@ -575,9 +601,10 @@ def _identity(path: Path) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
-    """Raise for the first user whose id or username is taken, in the database or earlier on."""
-    taken = connection.execute(
+def _free(connection: Connection, batch: list[User], first: int, taken: UsersTaken) -> list[User]:
+    """The batch's users whose id and username are free, in the database and among the batch's
+    earlier free ones; the others go to `taken`, by place (the batch's first is at `first`)."""
+    found = connection.execute(
         select(users.c.id, lowered_username).where(
             or_(
                 users.c.id.in_([user.id for user in batch]),
@@ -585,26 +612,36 @@ def _refuse_clashes(connection: Connection, batch: list[User]) -> None:
             )
         )
     ).all()
-    taken_ids = {user_id for user_id, _ in taken}
-    taken_names = {name for _, name in taken}
-    for user in batch:
-        if user.id in taken_ids:
-            raise UserIdTaken(user.id)
-        if user.username.lower() in taken_names:
-            raise UsernameTaken(user.username)
-        taken_ids.add(user.id)
-        taken_names.add(user.username.lower())
+    ids = {user_id for user_id, _ in found}
+    holders = {name: user_id for user_id, name in found}
+    free = []
+    for place, user in enumerate(batch, first):
+        name = user.username.lower()
+        if user.id in ids:
+            taken.add(place, UserIdTaken(user.id))
+        elif name in holders:
+            taken.add(place, UsernameTaken(user.username, holders[name]))
+        else:
+            free.append(user)
+            ids.add(user.id)
+            holders[name] = user.id
+    return free
 
 
-def _insert_user(connection: Connection, username: str, now: datetime) -> User:
-    """Add a user at version 1. PostgreSQL hands out an id at the INSERT and shows the row at
-    the COMMIT: creates take turns from one to the other, so that ids become visible in order
-    and a cursor never passes an id that commits later (SQLite's writers take turns anyway)."""
+def _inserted(connection: Connection, username: str, now: datetime) -> User:
+    """A new user, at version 1; past the spec's largest id, none (the transaction rolls back).
+
+    PostgreSQL hands out an id at the INSERT and shows the row at the COMMIT: creates take turns
+    from one to the other, so that ids become visible in order and a cursor never passes an id
+    that commits later (SQLite's writers take turns anyway)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(text(_TAKE_CREATE_TURN))
+        connection.execute(text(TAKE_CREATE_TURN))
         connection.execute(text(f"SET LOCAL lock_timeout = {NAME_WAIT_MS:d}"))
     values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
-    return _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
+    user = _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
+    if user.id > MAX_ID:
+        raise IdsExhausted()
+    return user
 
 
 def _row(user: User) -> dict[str, Any]:

@@ -94,8 +94,8 @@ class Blocking:
     def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
         asyncio.run(self.store.delete(user_id, expected_versions=expected_versions))
 
-    def add_all(self, users: Iterable[User], *, last_id: int = 0) -> int:
-        return asyncio.run(self.store.add_all(users, last_id=last_id))
+    def add_all(self, users: Iterable[User], *, last_id: int = 0, check_only: bool = False) -> int:
+        return asyncio.run(self.store.add_all(users, last_id=last_id, check_only=check_only))
 
     def last_id(self) -> int:
         return asyncio.run(self.store.last_id())

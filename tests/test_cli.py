@@ -5,20 +5,32 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.conftest import API_KEY, AUTH
-from tests.stores import Blocking, migrated, postgres_schema
+from tests.conftest import API_KEY, AUTH, assert_problem
+from tests.stores import Blocking, fresh_store_url, migrated, postgres_schema
 from users_api.app import create_app
 from users_api.cli import main
+from users_api.handlers.problem_types import IDS_EXHAUSTED
 from users_api.settings import Settings
-from users_api.store import User
+from users_api.store import MAX_ID, MAX_VERSION, User
+from users_api.store.memory import MemoryStore
 from users_api.store.migrations import head
 from users_api.store.sql import SQLStore
+from users_api.transfer import (
+    LONGEST_MESSAGE,
+    QUOTED,
+    SHOWN_ERRORS,
+    ImportRejected,
+    import_users,
+)
 
 CREATED = "2026-11-28T13:42:03.123456+00:00"
 LAST_5 = '{"last_id": 5}'
@@ -149,7 +161,7 @@ def test_import_names_every_bad_line_and_imports_nothing(
                 "",
                 line(6, "jerry", admin=True),
                 line(7, "newman"),
-                "[" * 100_000 + "]" * 100_000,
+                "[" * 30_000 + "]" * 30_000,
             ]
         )
         + "\n"
@@ -204,7 +216,7 @@ def test_import_names_an_id_or_a_time_out_of_range_as_a_bad_line(
         ([line(1, "elaine")], "line 1: User 1 exists already."),
         (
             [line(10, "elaine"), line(11, "newman"), line(12, "Elaine")],
-            "line 3: The username 'Elaine' is taken. (line 1 has it too)",
+            "line 3: The username 'Elaine' is taken. (user 10 has it)",
         ),
         (
             [line(10, "elaine"), LAST_5, line(11, "newman")],
@@ -284,3 +296,131 @@ def test_two_exports_to_one_file_at_once_both_finish_and_leave_one_whole_file(
     assert len(exported.read_text().splitlines()) == 3000 + 1  # and the last id
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_user_imported_at_the_largest_version_stays_writable_and_exportable(
+    tmp_path: Path, backend: str
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text(line(1, "cosmo", version=MAX_VERSION) + "\n")
+    with fresh_store_url(backend, tmp_path) as url:
+        assert main(["import", "--store", url, str(source)]) == 0
+        store = SQLStore(url)
+        client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+        tag = client.get("/users/1", headers=AUTH).headers["ETag"]
+        for expected in (f'"{MAX_VERSION}"', '"1"', '"2"'):
+            assert tag == expected
+            put = client.put(
+                "/users/1", json={"username": "cosmo"}, headers=AUTH | {"If-Match": tag}
+            )
+            assert put.status_code == 200, put.text
+            tag = put.headers["ETag"]
+        asyncio.run(store.close())
+        exported = tmp_path / "again.jsonl"
+        assert main(["export", "--store", url, str(exported)]) == 0
+    assert main(["import", "--store", f"sqlite:///{tmp_path / 'again.db'}", str(exported)]) == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_after_an_import_at_the_largest_id_a_create_is_refused_and_writes_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text(f'{{"last_id": {MAX_ID}}}\n')
+    with fresh_store_url(backend, tmp_path) as url:
+        assert main(["import", "--store", url, str(source)]) == 0
+        store = SQLStore(url)
+        client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+        for headers in (AUTH, AUTH | {"Idempotency-Key": "k1"}, AUTH):
+            refused = client.post("/users", json={"username": "cosmo"}, headers=headers)
+            assert_problem(refused, 507, IDS_EXHAUSTED)
+        assert client.get("/users", headers=AUTH).json()["items"] == []
+        asyncio.run(store.close())
+        exported = tmp_path / "again.jsonl"
+        assert main(["export", "--store", url, str(exported)]) == 0
+    assert exported.read_text() == source.read_text()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_import_names_every_line_it_cannot_keep_in_one_run(
+    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ids the store has, a name taken but for case, a bad line, and a name twice: all at once."""
+    source = tmp_path / "users.jsonl"
+    lines = [line(1, "elaine"), line(2, "george"), "{not json", line(4, "COSMO")]
+    lines += [line(n, f"user{n}") for n in range(5, 1500)] + [line(1500, "USER5"), LAST_5]
+    source.write_text("\n".join(lines) + "\n")
+    with fresh_store_url(backend, tmp_path) as url:
+        store = Blocking(migrated(url))
+        before = [store.create(username=name) for name in ("cosmo", "kramer")]
+        assert main(["import", "--store", url, str(source)]) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            "line 1: User 1 exists already.",
+            "line 2: User 2 exists already.",
+            "line 3: not JSON: Expecting property name enclosed in double quotes at column 2",
+            "line 4: The username 'COSMO' is taken. (user 1 has it)",
+            "line 1500: The username 'USER5' is taken. (user 5 has it)",
+            "line 1501: last_id 5 is below the id 1500",
+            "6 bad line(s); nothing was imported",
+        ]
+        assert store.list(after=0, limit=10) == before
+        store.close()
+
+
+def test_import_names_the_first_lines_it_cannot_keep_and_counts_the_rest(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = Blocking(migrated(sqlite_url))
+    store.add_all(
+        [User(n, f"user{n}", datetime.now(UTC), datetime.now(UTC), 1) for n in range(1, 3001)]
+    )
+    source = tmp_path / "users.jsonl"
+    source.write_text("".join(line(n, f"other{n}") + "\n" for n in range(1, 3001)))
+    assert main(["import", "--store", sqlite_url, str(source)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[:SHOWN_ERRORS] == [f"line {n}: User {n} exists already." for n in range(1, 21)]
+    assert errors[SHOWN_ERRORS:] == [
+        f"... and 2980 more (an import names the first {SHOWN_ERRORS} lines it cannot keep)",
+        "3000 bad line(s); nothing was imported",
+    ]
+    store.close()
+
+
+def test_import_quotes_no_more_than_a_prefix_of_a_huge_value(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "users.jsonl"
+    huge, long = "x" * 50_000_000, "y" * 60_000 + "!"
+    source.write_text("\n".join([line(1, huge), line(2, long), line(3, "cosmo")]) + "\n")
+    assert main(["import", "--store", sqlite_url, str(source)]) == 1
+    said = capsys.readouterr().err.splitlines()
+    errors = [text for text in said if text and "import:" not in text]  # no progress bar
+    assert errors[0] == "line 1: longer than 65536 bytes, as no user's line is"
+    assert errors[1].startswith(f'line 2: /username: "{"y" * QUOTED}..." ')
+    assert errors[2] == "2 bad line(s); nothing was imported"
+    assert max(map(len, said)) < 1000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    field=st.sampled_from(["id", "username", "created_at", "version", None]),
+    value=st.text(min_size=QUOTED, max_size=5000).map(lambda text: text + " ")  # never valid
+    | st.integers(min_value=10**QUOTED, max_value=10**4000)
+    | st.lists(st.text(max_size=20), min_size=20, max_size=500),
+)
+def test_what_import_says_of_a_line_quotes_only_a_prefix_of_its_values(
+    field: str | None, value: object
+) -> None:
+    record = json.loads(line(1, "cosmo"))
+    if field is None:  # an unexpected property, named by the value
+        record[str(value)] = 1
+    else:
+        record[field] = value
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "users.jsonl"
+        source.write_text(json.dumps(record) + "\n")
+        with pytest.raises(ImportRejected) as rejected:
+            asyncio.run(import_users(MemoryStore(), source))
+    [said] = rejected.value.errors
+    assert len(said) <= len("line 1: ") + LONGEST_MESSAGE + len("...")

@@ -29,7 +29,7 @@ from users_api.handlers.problem_types import (
     VALIDATION,
 )
 from users_api.settings import APP_FLAVOURS, Settings
-from users_api.store.sql import CREATE_LOCK
+from users_api.store.sql import TAKE_CREATE_TURN
 
 KEY = '"8e03978e-40d5-43e8-bc93-6894a57f9324"'
 JSON = {"Content-Type": "application/json"}
@@ -96,7 +96,7 @@ def test_a_repeat_while_the_first_is_in_flight_gets_409_then_its_outcome(tmp_pat
             timeout=30,
         )
         with engine.connect() as blocker:
-            blocker.execute(text(f"SELECT pg_advisory_xact_lock({CREATE_LOCK})"))
+            blocker.execute(text(TAKE_CREATE_TURN))
             with ThreadPoolExecutor(1) as pool:
                 first = pool.submit(post)
                 time.sleep(0.5)

@@ -7,6 +7,7 @@ properties those linters do not check.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.testclient import TestClient
 
 from users_api.app import SPEC, create_app
 from users_api.settings import APP_FLAVOURS, Settings
-from users_api.store import open_store
+from users_api.store import MAX_VERSION, open_store
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 SPEC_URI = "urn:users-api"
@@ -221,3 +222,10 @@ def test_the_served_document_is_read_only(served: TestClient) -> None:
     response = served.post("/openapi.json", json={})
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_the_etag_is_bounded_as_the_stores_bound_versions(spec: Spec) -> None:
+    """The ETag header says where versions end, and its pattern takes every one of them."""
+    etag = spec["components"]["headers"]["ETag"]
+    assert f'`"{MAX_VERSION}"`' in " ".join(etag["description"].split())
+    assert re.fullmatch(etag["schema"]["pattern"], f'"{MAX_VERSION}"')

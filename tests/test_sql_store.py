@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, insert, inspect, make_url, select, text, update
+from sqlalchemy import create_engine, func, insert, inspect, make_url, select, text, update
 
 from tests.conftest import AUTH, assert_problem
 from tests.stores import POSTGRES_URL, Blocking, fresh_store_url, migrated, postgres_schema
@@ -287,9 +287,8 @@ def test_a_migration_waits_for_a_lock_in_bounded_time_then_says_why(
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_idempotency_keys_past_their_retention_are_forgotten_and_dropped(
-    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, backend: str
 ) -> None:
-    monkeypatch.setattr(sql, "FORGET_KEYS_EVERY_SECONDS", 0.0)  # every create drops them all
     key = IdempotencyKey("backend", "once", "fingerprint-a")
     with fresh_store_url(backend, tmp_path) as url:
         store = migrated(url, idempotency_retention_hours=1)
@@ -306,6 +305,51 @@ def test_idempotency_keys_past_their_retention_are_forgotten_and_dropped(
             kept = connection.execute(select(sql.idempotency_keys.c.key)).scalars().all()
         assert kept == ["once"]  # the new one; the other expired key was dropped
         blocking.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_keyed_creates_forget_expired_keys_faster_than_they_add_keys(
+    tmp_path: Path, backend: str
+) -> None:
+    """A backlog of expired keys (a day of traffic once the retention passes) shrinks under a
+    client that keeps creating with keys and deleting what it made: keys never pile up."""
+    backlog, creates = 3000, 400
+    with fresh_store_url(backend, tmp_path) as url:
+        store = migrated(url, idempotency_retention_hours=1)
+        blocking = Blocking(store)
+        aged = datetime.now(UTC) - timedelta(hours=2)
+        with store.engine.begin() as connection:
+            connection.execute(
+                insert(sql.idempotency_keys),
+                [
+                    {
+                        "owner": "backend",
+                        "key": f"aged-{n}",
+                        "fingerprint": "f",
+                        "user_id": n,
+                        "username": f"u{n}",
+                        "created_at": aged,
+                    }
+                    for n in range(backlog)
+                ],
+            )
+        kept = []
+        for n in range(creates):
+            key = IdempotencyKey("backend", f"fresh-{n}", "fingerprint")
+            user, _ = blocking.create_once(username=f"user{n}", key=key)
+            blocking.delete(user.id)
+            if n % 100 == 99:
+                kept.append(_keys_kept(store))
+        assert max(kept) < backlog  # never more than before the run
+        assert kept[-1] == creates  # the expired are gone, the fresh all kept
+        blocking.close()
+
+
+def _keys_kept(store: SQLStore) -> int:
+    with store.engine.connect() as connection:
+        return int(
+            connection.execute(select(func.count()).select_from(sql.idempotency_keys)).scalar_one()
+        )
 
 
 def test_a_schema_from_a_later_release_is_served_as_it_is(

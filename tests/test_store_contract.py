@@ -11,17 +11,25 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.stores import Blocking, fresh_store
+from users_api.handlers.etags import etag, versions_in
 from users_api.store import (
+    MAX_ID,
+    MAX_VERSION,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdsExhausted,
     PreconditionFailed,
     User,
     UserIdTaken,
     UsernameTaken,
     UserNotFound,
+    UsersTaken,
+    next_version,
 )
 
 
@@ -193,9 +201,45 @@ def test_add_all_with_a_clash_adds_none(
     backend: Blocking, existing: str | None, added: list[User], error: type[Exception]
 ) -> None:
     before = [backend.create(username=existing)] if existing else []
-    with pytest.raises(error):
+    with pytest.raises(UsersTaken) as taken:
         backend.add_all(added)
+    assert [(place, type(clash)) for place, clash in taken.value.named] == [(1, error)]
     assert backend.list(after=0, limit=10) == before
+
+
+def test_add_all_names_every_user_it_cannot_add(backend: Blocking) -> None:
+    """Past the first clash too, case-only ones included; a clashing user takes nothing."""
+    backend.add_all([imported(n, f"user{n}") for n in range(1, 4)])
+    added = [
+        imported(1, "cosmo"),  # the id is taken
+        imported(10, "elaine"),
+        imported(2, "ELAINE"),  # the id is taken: "ELAINE" stays free for none
+        imported(11, "USER3"),  # the name, but for case
+        imported(12, "Elaine"),  # the name of the user 2 places before
+        imported(10, "george"),  # that user's id
+        *(imported(n, f"user{n}") for n in range(20, 1100)),  # past a batch's 1,000
+        imported(1200, "user1099"),
+    ]
+    for check_only in (True, False):
+        with pytest.raises(UsersTaken) as taken:
+            backend.add_all(added, check_only=check_only)
+        assert taken.value.count == 6
+        assert [(place, str(clash)) for place, clash in taken.value.named] == [
+            (0, "User 1 exists already."),
+            (2, "User 2 exists already."),
+            (3, "The username 'USER3' is taken."),
+            (4, "The username 'Elaine' is taken."),
+            (5, "User 10 exists already."),
+            (len(added) - 1, "The username 'user1099' is taken."),
+        ]
+        assert [clash.holder for _, clash in taken.value.named[2:4]] == [3, 10]  # type: ignore[union-attr]
+    assert len(backend.list(after=0, limit=100)) == 3
+
+
+def test_add_all_checking_only_adds_nothing(backend: Blocking) -> None:
+    assert backend.add_all([imported(5, "cosmo")], last_id=40, check_only=True) == 1
+    assert backend.list(after=0, limit=10) == []
+    assert backend.create(username="cosmo").id == 1
 
 
 def test_add_all_adds_none_when_its_input_fails_midway(backend: Blocking) -> None:
@@ -331,3 +375,44 @@ def test_a_pager_following_the_cursor_misses_no_user_created_meanwhile(
         assert time.monotonic() < deadline + 10
     missed = sorted(set(created) - seen)
     assert (len(created) >= 400, missed) == (True, [])
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(version=st.integers(1, MAX_VERSION) | st.integers(MAX_VERSION - 2, MAX_VERSION))
+@example(version=MAX_VERSION)
+def test_every_version_moves_on_to_one_that_if_match_takes(backend: Blocking, version: int) -> None:
+    """Past the largest version a write comes round to 1: never an overflow, never a tag that
+    no `If-Match` can name."""
+    user_id = backend.last_id() + 1
+    backend.add_all([replace(imported(user_id, f"user{user_id}"), version=version)])
+    user = backend.get(user_id)
+    for _ in range(2):
+        user = backend.update(user_id, username=user.username, expected_versions=matching(user))
+        assert 1 <= user.version <= MAX_VERSION
+        assert backend.get(user_id) == user
+    assert user.version == next_version(next_version(version)) != version
+
+
+def matching(user: User) -> frozenset[int] | None:
+    """The versions `If-Match` with the user's ETag names."""
+    versions = versions_in(etag(user))
+    assert versions == {user.version}
+    return versions
+
+
+def test_no_create_passes_the_largest_id_and_a_refused_one_writes_nothing(
+    backend: Blocking,
+) -> None:
+    backend.add_all([], last_id=MAX_ID - 1)
+    last = backend.create(username="cosmo")
+    assert last.id == MAX_ID
+    for _ in range(2):
+        with pytest.raises(IdsExhausted):
+            backend.create(username="elaine")
+        with pytest.raises(IdsExhausted):
+            backend.create_once(username="elaine", key=KEY)
+    assert backend.list(after=0, limit=10) == [last]
+    assert backend.last_id() == MAX_ID  # an export of the store still imports
+    assert backend.update(last.id, username="kramer").id == MAX_ID

@@ -19,6 +19,7 @@ from users_api.handlers.problem_types import (
     CONTENT_TOO_LARGE,
     IDEMPOTENCY_KEY_IN_USE,
     IDEMPOTENCY_KEY_REUSED,
+    IDS_EXHAUSTED,
     INSUFFICIENT_SCOPE,
     PRECONDITION_FAILED,
     RATE_LIMITED,
@@ -35,6 +36,7 @@ from users_api.handlers.problem_types import (
 from users_api.store import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdsExhausted,
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
@@ -67,6 +69,7 @@ KIND_OF_STORE_ERROR: dict[type[StoreError], ProblemType] = {
     WriteOutcomeUnknown: WRITE_OUTCOME_UNKNOWN,
     IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
     IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
+    IdsExhausted: IDS_EXHAUSTED,
 }
 RETRY_AFTER_SECONDS = 1
 """How long a client should wait after a 503, or a 409 for a request still in flight, before it

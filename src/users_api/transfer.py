@@ -13,35 +13,49 @@ it (written by hand, or by 1.0) gives the ids up to its highest user's."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, BinaryIO, TypeGuard
 
 import yaml
 from jsonschema_rs import Draft4Validator
 
 from users_api.app import SPEC
-from users_api.handlers.etags import MAX_VERSION
 from users_api.handlers.users import present
-from users_api.store import User, UserIdTaken, UsernameTaken, UserStore
+from users_api.store import (
+    MAX_ID,
+    MAX_VERSION,
+    User,
+    UsernameTaken,
+    UsersTaken,
+    UserStore,
+)
 
 PAGE = 1000
 SHOWN_ERRORS = 20
+"""How many of the lines it cannot keep an import names (the first); it counts them all."""
+LONGEST_LINE = 64 * 1024
+"""Far longer than any user's line: a longer one is refused unread, however large."""
+QUOTED = 50
+"""How many characters of a value a message quotes at most..."""
+LONGEST_MESSAGE = 500
+"""... and how long what it says of one line is at most."""
 LAST_ID = "last_id"
 """The one member of the file's last line."""
-MAX_ID = 2**53 - 1
-"""The spec's largest `User.id`."""
 TAIL_BYTES = 64 * 1024
 """How much of the file's end is read for its last line: blank lines may follow it."""
 
 
 class ImportRejected(Exception):
-    """The file has bad lines; nothing was imported. `errors` names each line and what is wrong."""
+    """The file has lines that cannot be kept; nothing was imported. `errors` names the first
+    `SHOWN_ERRORS` lines and what is wrong with each, and says how many more there are."""
 
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__(f"{len(errors)} bad line(s); nothing was imported")
+    def __init__(self, errors: list[str], count: int) -> None:
+        super().__init__(f"{count} bad line(s); nothing was imported")
         self.errors = errors
 
 
@@ -68,32 +82,90 @@ async def import_users(
 ) -> int:
     """Add the users in `path` in one transaction: all of them, or none if any line is bad.
 
-    Every line is checked, so `ImportRejected` lists all bad ones, not just the first;
-    `on_read` is told how many bytes each line had, for a progress bar. `path` is a file, not
-    a pipe: its last line is read first, and a taken id or name is looked for in it again.
+    Every line is checked, against the spec and against the store (a taken id or name), so
+    `ImportRejected` names all bad ones, up to `SHOWN_ERRORS`, not just the first; `on_read` is
+    told how many bytes each line had, for a progress bar. `path` is a file, not a pipe: its
+    last line is read first, and with a bad line, the file is read again to check the rest.
     """
     if not path.is_file():
         raise OSError(
             f"{path} is not a file (import reads it more than once): nothing was imported"
         )
+    reading = _Reading()
     try:
-        return await store.add_all(_users(path, on_read), last_id=_last_id(path))
-    except (UserIdTaken, UsernameTaken) as error:
-        raise ImportRejected([_where_taken(path, error)]) from None
+        users = _unless_bad(_users(path, on_read, reading), reading)
+        return await store.add_all(users, last_id=_last_id(path))
+    except _BadLines:
+        # The store stopped at the first bad line: it checks the good ones now, adding none.
+        checking = _Reading()
+        try:
+            await store.add_all(_users(path, lambda _: None, checking), check_only=True)
+        except UsersTaken as taken:
+            reading.found_taken(taken, checking.lines)
+    except UsersTaken as taken:
+        reading.found_taken(taken, reading.lines)
+    raise reading.rejected()
 
 
-def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
-    """The file's users, read once; its bad lines, if any, end it with `ImportRejected`."""
+class _BadLines(Exception):
+    """Raised through the store, so that it adds none of the file's users."""
+
+
+class _Reading:
+    """What reading a file found: the line of each user handed to the store, by place, and the
+    lines it cannot keep, up to `SHOWN_ERRORS` of each kind, with how many in all."""
+
+    def __init__(self) -> None:
+        self.lines = array("Q")
+        self.bad: list[tuple[int, str]] = []
+        self.count = 0
+
+    def refuse(self, number: int, why: str) -> None:
+        self.count += 1
+        if len(self.bad) < SHOWN_ERRORS:
+            self.bad.append((number, why))
+
+    def found_taken(self, taken: UsersTaken, lines: array[int]) -> None:
+        for place, clash in taken.named:
+            why = str(clash)
+            if isinstance(clash, UsernameTaken) and clash.holder is not None:
+                why += f" (user {clash.holder} has it)"
+            self.bad.append((lines[place], why))
+        self.count += taken.count
+
+    def rejected(self) -> ImportRejected:
+        shown = [f"line {number}: {why}" for number, why in sorted(self.bad)[:SHOWN_ERRORS]]
+        if self.count > len(shown):
+            shown.append(
+                f"... and {self.count - len(shown)} more (an import names the first "
+                f"{SHOWN_ERRORS} lines it cannot keep)"
+            )
+        return ImportRejected(shown, self.count)
+
+
+def _unless_bad(users: Iterable[User], reading: _Reading) -> Iterator[User]:
+    """`users`, until a line is bad; the rest of the file is read for its errors only."""
+    for user in users:
+        if not reading.count:
+            yield user
+    if reading.count:
+        raise _BadLines()
+
+
+def _users(path: Path, on_read: Callable[[int], object], reading: _Reading) -> Iterator[User]:
+    """The users of the file's good lines, read once; its bad lines go to `reading`."""
     validator = _line_validator()
-    errors: list[str] = []
     highest, last_id_line = 0, 0
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, start=1):
-            on_read(len(line))
+    with path.open("rb") as source:
+        for number, (line, size) in enumerate(_lines(source), start=1):
+            on_read(size)
+            if line is None:
+                reading.refuse(number, f"longer than {LONGEST_LINE} bytes, as no user's line is")
+                continue
             if not line.strip():
                 continue
             if last_id_line:
-                errors.append(f"line {last_id_line}: {LAST_ID} belongs on the last line")
+                reading.refuse(last_id_line, f"{LAST_ID} belongs on the last line")
                 last_id_line = 0
             try:
                 record = _parsed(line)
@@ -106,16 +178,40 @@ def _users(path: Path, on_read: Callable[[int], object]) -> Iterator[User]:
                     continue
                 user = _user(_valid_record(record, validator))
             except ValueError as error:
-                errors.append(f"line {number}: {error}")
+                reading.refuse(number, _shortened(str(error)))
                 continue
             highest = max(highest, user.id)
-            if not errors:
-                yield user
-    if errors:
-        shown = errors[:SHOWN_ERRORS]
-        if len(errors) > SHOWN_ERRORS:
-            shown.append(f"... and {len(errors) - SHOWN_ERRORS} more bad lines")
-        raise ImportRejected(shown)
+            reading.lines.append(number)
+            yield user
+
+
+def _lines(source: BinaryIO) -> Iterator[tuple[bytes | None, int]]:
+    """Each line and its size in bytes; None for a line over `LONGEST_LINE`, which is skipped
+    a piece at a time, so that a huge value never sits in memory whole."""
+    while line := source.readline(LONGEST_LINE + 1):
+        size = len(line)
+        if size <= LONGEST_LINE or line.endswith(b"\n"):
+            yield line, size
+            continue
+        while not line.endswith(b"\n") and (line := source.readline(LONGEST_LINE)):
+            size += len(line)
+        yield None, size
+
+
+LONG_STRING = re.compile(rf'"((?:[^"\\]|\\.){{{QUOTED}}})(?:[^"\\]|\\.)+"')
+"""A JSON string, as the validator quotes a value, of over `QUOTED` characters."""
+LONG_NAME = re.compile(rf"'([^']{{{QUOTED}}})[^']+'")
+"""A property's name, as the validator quotes it, of over `QUOTED` characters."""
+LONG_WORD = re.compile(rf"([^\s\"']{{{QUOTED}}})[^\s\"']+")
+"""Anything else of over `QUOTED` characters without a space or a quote: a number, say."""
+
+
+def _shortened(message: str) -> str:
+    """`message` with every value it quotes cut to its first `QUOTED` characters: a line's
+    value may be 64 KiB."""
+    message = LONG_STRING.sub(r'"\1..."', message)
+    message = LONG_WORD.sub(r"\1...", LONG_NAME.sub(r"'\1...'", message))
+    return message if len(message) <= LONGEST_MESSAGE else message[:LONGEST_MESSAGE] + "..."
 
 
 def _last_id(path: Path) -> int:
@@ -184,28 +280,6 @@ def _in_utc(record: dict[str, Any], field: str) -> datetime:
         return datetime.fromisoformat(record[field]).astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
         raise ValueError(f"/{field}: {record[field]!r} is outside years 1 to 9999 in UTC") from None
-
-
-def _where_taken(path: Path, error: UserIdTaken | UsernameTaken) -> str:
-    """The store refused an id or username: name the line, and an earlier one that has it."""
-
-    def names_it(line: bytes) -> bool:
-        """Whether a user's line has the id or name (the store refused before reading on: a
-        later line may be blank, bad, or the last id)."""
-        try:
-            record = _parsed(line)
-        except ValueError:
-            return False
-        if not isinstance(record, dict) or _is_last_id(record):
-            return False
-        if isinstance(error, UserIdTaken):
-            return bool(record.get("id") == error.user_id)
-        return str(record.get("username", "")).lower() == error.username.lower()
-
-    with path.open("rb") as lines:
-        numbers = [number for number, line in enumerate(lines, 1) if names_it(line)]
-    where = f"line {numbers[-1]}: {error}"
-    return where + (f" (line {numbers[0]} has it too)" if len(numbers) > 1 else "")
 
 
 def _line_validator() -> Draft4Validator:
