@@ -193,6 +193,46 @@ def test_metrics_add_up_every_workers_requests(tmp_path: Path) -> None:
     assert sum(counts) - health == 80
 
 
+def test_workers_stop_with_a_killed_master_freeing_the_port_and_their_folder(
+    tmp_path: Path,
+) -> None:
+    temp = tmp_path / "temp"  # where serve makes the workers' folder
+    temp.mkdir()
+    grace = ("--shutdown-grace-seconds", "5")
+    with serve(tmp_path, "--workers", "2", *grace, env={"TMPDIR": str(temp)}) as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        master = running.process.pid
+        # The master, two workers, and multiprocessing's resource tracker.
+        assert len(_living(group=master)) == 4, running.output()
+        assert list(temp.iterdir())
+        running.process.kill()
+        running.process.wait()
+        # A worker finishes what it was answering first, within the grace period.
+        wait_for(lambda: not _living(group=master), "the workers to exit", seconds=30)
+        wait_for(lambda: _free(port), "the port to be free", seconds=15)
+        assert not list(temp.iterdir()), running.output()
+    with serve(tmp_path / "again", port=port) as again:
+        assert httpx.get(f"{again.url}/healthz").status_code == 200
+
+
+def _living(group: int) -> list[int]:
+    """The processes of a process group, zombies left out (nothing here may reap them)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it exited while being read
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _free(port: int) -> bool:
+    socket.create_server(("127.0.0.1", port)).close()
+    return True
+
+
 def test_serve_without_a_key_refuses_to_start_with_one_line_and_exit_2(tmp_path: Path) -> None:
     environ = {name: value for name, value in os.environ.items() if not name.startswith("USERS_")}
     command = [*USERS_API, "serve", "--store", f"sqlite:///{tmp_path / 'users.db'}"]
