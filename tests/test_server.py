@@ -167,6 +167,17 @@ def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
     assert not [line for line in log_lines(server) if "color_message" in line]  # uvicorn's ANSI
 
 
+def test_a_path_that_matches_no_operation_is_in_its_json_line_once(server: Server) -> None:
+    path = "/nowhere/" + "x" * 2000  # what a client sends is in the line once, however long
+    assert httpx.get(f"{server.url}{path}", headers={"X-Request-ID": "typo"}).status_code == 404
+    wait_for(lambda: "typo" in server.output(), "the access line")
+    (line,) = [text for text in server.output().splitlines() if '"typo"' in text]
+    assert line.count("x" * 2000) == 1
+    logged = json.loads(line)
+    assert (logged["message"], logged["path"]) == ("GET (no operation) 404", path)
+    assert logged["operation"] is None
+
+
 def test_responses_carry_no_server_banner(server: Server) -> None:
     assert "server" not in httpx.get(f"{server.url}/users", headers=AUTH).headers
 
