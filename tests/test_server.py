@@ -278,6 +278,8 @@ def test_demo_without_a_key_makes_one_up_on_stderr_never_in_the_log(tmp_path: Pa
             == 200
         )
         assert httpx.get(f"{server.url}/users").status_code == 401
+        # The server logs a request after answering it: its line may not be written yet.
+        wait_for(lambda: '"status":401' in stdout.read_text(), "the 401's access line")
     finally:
         process.kill()
         process.wait()
