@@ -1,10 +1,11 @@
 # `make run` serves the API; `make test` runs every check; `make bench` measures it against its
-# peers (BENCH_ARGS=--quick for a smoke run, --full for everything). Each sets up .venv first.
+# peers (BENCH_ARGS=--quick for a smoke run, --full for everything); `make dist` builds the sdist
+# and the wheel into dist/. Each sets up .venv first.
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALL := $(BIN)/pip install --quiet --config-settings editable_mode=strict -e
 
-.PHONY: run test lint-spec bench
+.PHONY: run test lint-spec bench dist
 
 run: $(VENV)/.service
 	$(BIN)/users-api serve --demo
@@ -20,6 +21,12 @@ bench: $(VENV)/.bench
 	command -v wrk >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The sdist, then the wheel from it, as a release is built (a file the sdist misses, the wheel
+# misses too); tests/installed.py builds them so from a copy of the checkout.
+dist: $(VENV)/.dist
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 # The contract, linted by three tools nobody here wrote; redocly.yaml and .spectral.yaml
 # configure the last two, and each fails on a warning.
@@ -46,6 +53,12 @@ $(VENV)/.tests: $(VENV)/.service
 
 $(VENV)/.bench: $(VENV)/.service
 	$(INSTALL) '.[bench]'
+	touch $@
+
+# `build` alone, not the service: a fresh clone builds without installing it first.
+$(VENV)/.dist:
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet 'build>=1.2'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

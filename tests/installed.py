@@ -4,6 +4,7 @@ wheel installed into a fresh virtual environment outside it), and as a contribut
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,19 +37,33 @@ class Installed:
 
 
 def build_and_install(root: Path) -> Installed:
-    """The sdist, then the wheel from it, as a release is built (a file missing from the sdist
-    would be missing from the wheel); both checked by twine; the wheel installed into a new venv."""
-    dist = root / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), "."],
-        cwd=CHECKOUT,
-        check=True,
-        capture_output=True,
-    )
+    """The sdist and the wheel as the README builds them, `make dist` in a fresh clone (this
+    checkout's files, committed or not, nothing it ignores); both checked by twine; the wheel
+    installed into a new venv."""
+    clone = fresh_clone(root / "clone")
+    built = subprocess.run(["make", "dist"], cwd=clone, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    dist = clone / "dist"
     artifacts = sorted(str(path) for path in dist.iterdir())
     subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *artifacts], check=True)
     (wheel,) = dist.glob("*.whl")
     return Installed(wheel, *_install(root, str(wheel)))
+
+
+def fresh_clone(into: Path) -> Path:
+    """The files a clone of this checkout would hold if its changes were committed."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=CHECKOUT,
+        capture_output=True,
+        check=True,
+    )
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = CHECKOUT / name
+        if source.is_file():  # not one deleted since the last commit
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+    return into
 
 
 def install_editable(root: Path) -> Installed:

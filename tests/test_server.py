@@ -167,6 +167,17 @@ def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
     assert not [line for line in log_lines(server) if "color_message" in line]  # uvicorn's ANSI
 
 
+def test_a_path_that_matches_no_operation_is_in_its_json_line_once(server: Server) -> None:
+    path = "/nowhere/" + "x" * 2000  # what a client sends is in the line once, however long
+    assert httpx.get(f"{server.url}{path}", headers={"X-Request-ID": "typo"}).status_code == 404
+    wait_for(lambda: "typo" in server.output(), "the access line")
+    (line,) = [text for text in server.output().splitlines() if '"typo"' in text]
+    assert line.count("x" * 2000) == 1
+    logged = json.loads(line)
+    assert (logged["message"], logged["path"]) == ("GET (no operation) 404", path)
+    assert logged["operation"] is None
+
+
 def test_responses_carry_no_server_banner(server: Server) -> None:
     assert "server" not in httpx.get(f"{server.url}/users", headers=AUTH).headers
 
@@ -191,6 +202,46 @@ def test_metrics_add_up_every_workers_requests(tmp_path: Path) -> None:
         if line.startswith("users_http_requests_total{") and 'operation="check_health"' in line
     )
     assert sum(counts) - health == 80
+
+
+def test_workers_stop_with_a_killed_master_freeing_the_port_and_their_folder(
+    tmp_path: Path,
+) -> None:
+    temp = tmp_path / "temp"  # where serve makes the workers' folder
+    temp.mkdir()
+    grace = ("--shutdown-grace-seconds", "5")
+    with serve(tmp_path, "--workers", "2", *grace, env={"TMPDIR": str(temp)}) as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        master = running.process.pid
+        # The master, two workers, and multiprocessing's resource tracker.
+        assert len(_living(group=master)) == 4, running.output()
+        assert list(temp.iterdir())
+        running.process.kill()
+        running.process.wait()
+        # A worker finishes what it was answering first, within the grace period.
+        wait_for(lambda: not _living(group=master), "the workers to exit", seconds=30)
+        wait_for(lambda: _free(port), "the port to be free", seconds=15)
+        assert not list(temp.iterdir()), running.output()
+    with serve(tmp_path / "again", port=port) as again:
+        assert httpx.get(f"{again.url}/healthz").status_code == 200
+
+
+def _living(group: int) -> list[int]:
+    """The processes of a process group, zombies left out (nothing here may reap them)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it exited while being read
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _free(port: int) -> bool:
+    socket.create_server(("127.0.0.1", port)).close()
+    return True
 
 
 def test_serve_without_a_key_refuses_to_start_with_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -227,6 +278,8 @@ def test_demo_without_a_key_makes_one_up_on_stderr_never_in_the_log(tmp_path: Pa
             == 200
         )
         assert httpx.get(f"{server.url}/users").status_code == 401
+        # The server logs a request after answering it: its line may not be written yet.
+        wait_for(lambda: '"status":401' in stdout.read_text(), "the 401's access line")
     finally:
         process.kill()
         process.wait()

@@ -60,9 +60,10 @@ def create_app(
     *,
     store: UserStore | None = None,
     keys: Sequence[ApiKey] | None = None,
+    at_shutdown: Callable[[], None] | None = None,
 ) -> AbstractApp:
     """A users service over `store`, or over the store that `settings.store_url` names, that
-    takes `keys`, or those `settings` lists."""
+    takes `keys`, or those `settings` lists; `at_shutdown` runs last as it stops."""
     settings = settings or Settings.from_env()
     store = store or open_store(settings.store_url, settings.store_options)
     text = SPEC.read_text()
@@ -84,6 +85,8 @@ def create_app(
     async def lifespan(_: object) -> AsyncIterator[None]:
         # At shutdown each of these runs, last first, whichever fails before it.
         async with AsyncExitStack() as shutdown:
+            if at_shutdown:
+                shutdown.callback(at_shutdown)
             shutdown.callback(metrics.close)
             shutdown.callback(limiter.close)
             shutdown.push_async_callback(store.close)

@@ -12,6 +12,7 @@ from typing import Any
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 FORMATS = ("auto", "json", "text")
+TEXT_PREFIX = "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: "
 
 
 def log_config(log_format: str) -> dict[str, Any]:
@@ -44,7 +45,13 @@ def log_config(log_format: str) -> dict[str, Any]:
             },
             "text": {
                 "()": "users_api.logs.TextFormatter",
-                "fmt": "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: %(message)s",
+                "fmt": f"{TEXT_PREFIX}%(message)s",
+            },
+            # A person reads the request's own path; a JSON line has it in its `path` field, and
+            # its message names the operation's template, never a path a client made up.
+            "access_text": {
+                "()": "users_api.logs.TextFormatter",
+                "fmt": f"{TEXT_PREFIX}%(method)s %(path)s %(status)s",
             },
         },
         "handlers": {
@@ -53,7 +60,13 @@ def log_config(log_format: str) -> dict[str, Any]:
                 "stream": "ext://sys.stdout",
                 "formatter": log_format,
                 "filters": ["request_id"],
-            }
+            },
+            "access": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "access_text" if log_format == "text" else "json",
+                "filters": ["request_id"],
+            },
         },
         "root": {"handlers": ["stdout"], "level": "INFO"},
         # uvicorn's own loggers come through the handler above; its access log is replaced by
@@ -61,6 +74,7 @@ def log_config(log_format: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
+            "users.access": {"handlers": ["access"], "propagate": False},
         },
     }
 

@@ -22,6 +22,7 @@ from users_api.metrics import MULTIPROCESS_DIR
 from users_api.settings import Settings, SettingsError
 from users_api.store import StoreUnavailable, UserStore
 from users_api.store.memory import MemoryStore
+from users_api.workers import RUN_DIR
 
 DEMO_USERNAMES = ("cosmo", "elaine", "george", "jerry")
 
@@ -63,9 +64,12 @@ def serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
             key_file.write_text(key_file_line("demo", SCOPES, demo_key) + "\n")
             settings = replace(settings, api_keys_file=str(key_file))
         os.environ.update(settings.to_env())
+        os.environ[RUN_DIR] = run
         os.environ[MULTIPROCESS_DIR] = str(Path(run, "metrics"))
         Path(run, "metrics").mkdir()
-        uvicorn.run("users_api.app:create_app", factory=True, workers=settings.workers, **server)
+        # users_api.workers stops each worker when this process dies, and cleans up after it.
+        factory = "users_api.workers:create_app"
+        uvicorn.run(factory, factory=True, workers=settings.workers, **server)
 
 
 async def _prepare(store: UserStore, *, demo: bool) -> None:

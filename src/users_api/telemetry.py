@@ -25,6 +25,8 @@ CUT_SHORT_WRITE = (
     "The service stopped before this request was answered: the change may or may not have been "
     "made. Read before retrying; a create sent again with its Idempotency-Key is safe."
 )
+NO_OPERATION = "(no operation)"
+"""The access message's path when no operation matched; the path itself is in `path`."""
 CLIENT_CLOSED_REQUEST = 499
 """What the access log and the metrics say of a request its client abandoned (nginx's code)."""
 
@@ -104,14 +106,16 @@ class RequestTelemetry:
                 operation or "none", scope["method"], status, key or "none"
             ).inc()
             self.metrics.latency.labels(operation or "none").observe(seconds)
-            # A path no operation matched (Swagger UI's files, a typo) has no template.
-            path = self.templates[operation] if operation else scope["path"]
+            # A path no operation matched (Swagger UI's files, a typo) has no template: it is
+            # in the line once, in `path` (users_api.logs shows it to a person).
+            template = self.templates[operation] if operation else None
+            path = template or scope["path"]
             client = scope.get("client")
             logger.log(
                 _level(status),
                 "%s %s %s",
                 scope["method"],
-                path,
+                template or NO_OPERATION,
                 status,
                 extra={
                     "method": scope["method"],
