@@ -38,7 +38,7 @@ lint-spec: $(VENV)/.tests node_modules/.installed
 # The package `users_api` maps the repo's folders (pyproject.toml). A strict editable install
 # links them into one tree under build/, which mypy can read (the default mode is an import
 # hook, which it cannot); a file added to or removed from a folder is linked in again.
-PACKAGE_FOLDERS := src/users_api handlers store store/migrations store/migrations/versions openapi
+PACKAGE_FOLDERS := src/users_api src/users_api/middleware handlers store store/migrations store/migrations/versions openapi
 
 $(VENV)/.service: pyproject.toml $(PACKAGE_FOLDERS)
 	test -d $(VENV) || python3 -m venv $(VENV)

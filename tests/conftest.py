@@ -35,10 +35,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UserStore]
         yield store
 
 
+UNLIMITED = "1000000/second"
+
+
 @pytest.fixture(params=APP_FLAVOURS)
 def app(request: pytest.FixtureRequest, store: UserStore) -> AbstractApp:
-    """Both flavours, Connexion's FlaskApp and its AsyncApp, pass the same suites."""
-    settings = Settings(api_keys=(API_KEY,), validate_responses=True, app=request.param)
+    """Both flavours, Connexion's FlaskApp and its AsyncApp, pass the same suites. No rate limit
+    refuses them: a 429 in one of schemathesis's sequences, and not in its replay, would fail it
+    as flaky (the rate limits have tests of their own)."""
+    settings = Settings(
+        api_keys=(API_KEY,),
+        validate_responses=True,
+        app=request.param,
+        rate_limit_writes=UNLIMITED,
+        rate_limit_requests=UNLIMITED,
+    )
     return create_app(settings, store=store)
 
 

@@ -26,7 +26,7 @@ from users_api.app import create_app
 from users_api.handlers.problem_types import UNAVAILABLE, WRITE_OUTCOME_UNKNOWN, ProblemType
 from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store import StoreUnavailable, WriteOutcomeUnknown
-from users_api.store.sql import CHECK_EVERY_SECONDS, SQLStore
+from users_api.store.sql import CHECK_EVERY_SECONDS, CHECK_TIMEOUT_SECONDS, SQLStore
 
 TIMEOUT_MS = 1000
 
@@ -81,7 +81,7 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
 
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
-def test_with_postgresql_stalled_liveness_answers_at_once(tmp_path: Path, flavour: str) -> None:
+def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavour: str) -> None:
     with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
         proxy.stall()
         stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH)] * 15
@@ -91,6 +91,10 @@ def test_with_postgresql_stalled_liveness_answers_at_once(tmp_path: Path, flavou
             alive, seconds = timed(httpx.Request("GET", f"{server.url}/healthz"))
             assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
             assert seconds < 0.5, seconds
+            # Not queued behind the stuck requests: within the readiness check's own second.
+            ready, seconds = timed(httpx.Request("GET", f"{server.url}/readyz"))
+            assert ready.status_code == 503
+            assert seconds < CHECK_TIMEOUT_SECONDS * 3, seconds
             assert all(future.result()[0].status_code == 503 for future in in_flight)
         proxy.resume()
 

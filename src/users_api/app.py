@@ -28,17 +28,27 @@ from users_api.connexion_adapter import (
     middlewares,
     spec_for_connexion,
 )
-from users_api.framing import BodilessResponses, RequestFraming
-from users_api.headers import ResponseHeaders
-from users_api.liveness import Liveness
 from users_api.metrics import Metrics
+from users_api.middleware.access_log import AccessLog
+from users_api.middleware.cut_short import CutShort
+from users_api.middleware.metrics_endpoint import MetricsEndpoint
+from users_api.middleware.probes import Probes
+from users_api.middleware.rate_limits import Limiter, RateLimits
+from users_api.middleware.request_body import RequestBody
+from users_api.middleware.request_headers import RequestHeaders
+from users_api.middleware.request_target import RequestTarget
+from users_api.middleware.response_headers import ResponseHeaders
+from users_api.middleware.served_spec import ServeSpecAsWritten
 from users_api.problems import install_error_handlers
-from users_api.ratelimit import Limiter, RateLimits
 from users_api.resolver import StoreResolver
-from users_api.served_spec import ServeSpecAsWritten
 from users_api.settings import Settings
-from users_api.store import MigrationRefused, StoreUnavailable, UserStore, open_store
-from users_api.telemetry import RequestTelemetry
+from users_api.store import (
+    MigrationRefused,
+    StoreError,
+    StoreUnavailable,
+    UserStore,
+    open_store,
+)
 from users_api.validation import StrictURIParser, validator_map
 
 SPEC = files("users_api.openapi").joinpath("users.yaml")
@@ -112,55 +122,64 @@ def create_app(
         middlewares=middlewares(),
     )
     call_operations_directly(app)
-    # Outermost first: each of these sees, and shapes, every response, errors included.
-    app.add_middleware(
-        CorrelationIdMiddleware,
-        position=MiddlewarePosition.BEFORE_EXCEPTION,
-        validator=lambda value: bool(REQUEST_ID.fullmatch(value)),
-    )
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            position=MiddlewarePosition.BEFORE_EXCEPTION,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "If-Match",
-                "If-None-Match",
-                "Idempotency-Key",
-            ],
-            expose_headers=[*EXPOSED_HEADERS],
-        )
-    app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(
-        RequestTelemetry,
-        position=MiddlewarePosition.BEFORE_EXCEPTION,
-        metrics=metrics,
-        templates=_templates(spec["paths"]),
-        metrics_networks=settings.metrics_networks,
-    )
-    app.add_middleware(Liveness, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(BodilessResponses, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(
-        ServeSpecAsWritten, position=MiddlewarePosition.BEFORE_CONTEXT, text=text, document=spec
-    )
-    # Inside Connexion's exception handling, so that their refusals become problems.
-    app.add_middleware(
-        RateLimits,
-        position=MiddlewarePosition.BEFORE_ROUTING,
-        writes=settings.rate_limit_writes,
-        requests=settings.rate_limit_requests,
-        limiter=limiter,
-        on_storage_failure=metrics.unlimited.inc,
-    )
-    app.add_middleware(
-        RequestFraming,
-        position=MiddlewarePosition.BEFORE_ROUTING,
-        max_bytes=settings.max_body_bytes,
-        takes_body=_takes_body(path_items),
-    )
+
+    def on_store_error(error: StoreError) -> None:
+        metrics.store_errors.labels(type(error).__name__).inc()
+
+    cors = {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["GET", "POST", "PUT", "DELETE"],
+        "allow_headers": ALLOWED_HEADERS,
+        "expose_headers": EXPOSED_HEADERS,
+    }
+    # Outermost first. Those before Connexion's exception handling see, and shape, every
+    # response, errors included; those after it have their refusals answered as problems; the
+    # last sees only what Connexion routed and let through.
+    outside, inside = MiddlewarePosition.BEFORE_EXCEPTION, MiddlewarePosition.BEFORE_ROUTING
+    layers: list[tuple[Any, MiddlewarePosition, dict[str, Any]]] = [
+        # Every response and log line carries the request's id, the client's if well formed.
+        (CorrelationIdMiddleware, outside, {"validator": REQUEST_ID.fullmatch}),
+        # Browser scripts from the operator's origins may call the API (when there are some).
+        *([(CORSMiddleware, outside, cors)] if settings.cors_origins else []),
+        # No response is sniffed or shared-cached; none without a body has a Content-Type.
+        (ResponseHeaders, outside, {}),
+        # /metrics answers the operator's networks only, and is neither logged nor counted.
+        (MetricsEndpoint, outside, {"metrics": metrics, "networks": settings.metrics_networks}),
+        # Every other request leaves one access line and its metrics, whatever answered it.
+        (AccessLog, outside, {"metrics": metrics, "templates": _templates(spec["paths"])}),
+        # A request still running when the shutdown grace ends is answered 503, not dropped.
+        (CutShort, outside, {}),
+        # The probes are answered on the event loop, ahead of anything a request can queue on.
+        (Probes, outside, {"store": store, "on_store_error": on_store_error}),
+        # A client, or an API key's writes, past its rate is answered 429 before any work.
+        (
+            RateLimits,
+            inside,
+            {
+                "writes": settings.rate_limit_writes,
+                "requests": settings.rate_limit_requests,
+                "limiter": limiter,
+                "on_storage_failure": metrics.unlimited.inc,
+            },
+        ),
+        # Targets no operation could serve (too long, control characters, empty segments).
+        (RequestTarget, inside, {}),
+        # Headers sent on several lines are read as one by everyone; one media type, lowercased.
+        (RequestHeaders, inside, {}),
+        # The body: bounded, only where the operation takes one, typed, and exactly framed.
+        (
+            RequestBody,
+            inside,
+            {
+                "max_bytes": settings.max_body_bytes,
+                "takes_body": _takes_body(path_items),
+            },
+        ),
+        # /openapi.json and /openapi.yaml are the spec as written, not Connexion's copy.
+        (ServeSpecAsWritten, MiddlewarePosition.BEFORE_CONTEXT, {"text": text, "document": spec}),
+    ]
+    for middleware, position, options in layers:
+        app.add_middleware(middleware, position=position, **options)
     app.add_api(
         connexion_spec,
         validate_responses=settings.validate_responses,
@@ -172,7 +191,7 @@ def create_app(
     install_error_handlers(
         app,
         allowed_methods=_allowed_methods(path_items),
-        on_store_error_seen=lambda error: metrics.store_errors.labels(type(error).__name__).inc(),
+        on_store_error_seen=on_store_error,
     )
     return app
 
@@ -211,7 +230,9 @@ async def _stop(task: asyncio.Task[None]) -> None:
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """An `X-Request-ID` the service takes from a client; any other, it replaces with its own."""
 
-EXPOSED_HEADERS = (
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key"]
+"""Request headers a browser script on an allowed origin may send."""
+EXPOSED_HEADERS = [
     "ETag",
     "Location",
     "Idempotent-Replayed",
@@ -220,7 +241,7 @@ EXPOSED_HEADERS = (
     "RateLimit-Limit",
     "RateLimit-Remaining",
     "RateLimit-Reset",
-)
+]
 """Response headers a browser script on an allowed origin may read."""
 
 

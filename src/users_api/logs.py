@@ -70,7 +70,7 @@ def log_config(log_format: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["stdout"], "level": "INFO"},
         # uvicorn's own loggers come through the handler above; its access log is replaced by
-        # users_api.telemetry's, which knows the operation.
+        # users_api.middleware.access_log's, which knows the operation.
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},

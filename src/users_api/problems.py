@@ -141,15 +141,16 @@ def install_error_handlers(
     on_store_error_seen: Callable[[StoreError], object],
 ) -> None:
     """Route every exception to one problem response; `allowed_methods` gives a path's `Allow`,
-    and `on_store_error_seen` hears of each store error (for the metrics)."""
+    and `on_store_error_seen` hears of each store error (for the metrics). The handlers are
+    coroutines: Connexion runs any other in a thread."""
 
-    def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, ProblemException)
         return problem(
             request, exc.status, str(exc.detail), extensions=exc.ext, headers=exc.headers
         )
 
-    def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, StoreError)
         on_store_error_seen(exc)
         kind = next(
@@ -157,7 +158,7 @@ def install_error_handlers(
             None,
         )
         if kind is None:  # not one a request can meet (an import's clash of ids)
-            return on_unexpected(request, exc)
+            return await on_unexpected(request, exc)
         headers, extensions = {}, {}
         if isinstance(exc, StoreUnavailable):
             logger.warning("store unavailable: %s", exc.reason)
@@ -169,14 +170,14 @@ def install_error_handlers(
             request, kind.status, str(exc), kind=kind, extensions=extensions, headers=headers
         )
 
-    def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
         if exc.status_code == 405 and (methods := allowed_methods(request.url.path)):
             headers["Allow"] = ", ".join(methods)  # stock names only one of a path's methods
         return problem(request, exc.status_code, exc.detail, headers=headers)
 
-    def on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(request, 500, "The server failed to answer this request.")
 

@@ -86,7 +86,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_config": log_config(settings.log_format),
-        "access_log": False,  # users_api.telemetry logs each request, with its operation
+        "access_log": False,  # middleware.access_log logs each request, with its operation
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         # The client's address from X-Forwarded-For, only when a listed proxy sent it.

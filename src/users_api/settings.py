@@ -60,7 +60,9 @@ class _Checked(click.ParamType[str, str]):
 
 
 def _limits(text: str) -> None:
-    from users_api.ratelimit import parse_limits  # the `limits` library, only when it is used
+    from users_api.middleware.rate_limits import (
+        parse_limits,  # the `limits` library, only when it is used
+    )
 
     parse_limits(text)
 

@@ -1,4 +1,4 @@
-"""Response headers every response gets, whatever answered it."""
+"""Headers every response gets, or loses, whatever answered it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class ResponseHeaders:
     """`X-Content-Type-Options: nosniff` everywhere, and `Cache-Control: private, no-cache` on
     the users resource: a browser may keep a user but must ask first (`If-None-Match` with its
-    `ETag`, answered `304` while it is current), and no shared cache keeps what a key read."""
+    `ETag`, answered `304` while it is current), and no shared cache keeps what a key read.
+    No Content-Type on a 204 or 304, which have no body (Connexion gives them one)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -26,6 +27,8 @@ class ResponseHeaders:
                 headers["X-Content-Type-Options"] = "nosniff"
                 if users:
                     headers["Cache-Control"] = "private, no-cache"
+                if message["status"] in (204, 304):
+                    del headers["Content-Type"]
             await send(message)
 
         await self.app(scope, receive, add_headers)

@@ -1,0 +1,94 @@
+"""One access log line and one set of request metrics per request, with its final status."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from users_api.connexion_adapter import key_name, operation_id
+from users_api.metrics import Metrics
+
+logger = logging.getLogger("users.access")
+
+AUTH_FAILURES = {401, 403}
+NO_OPERATION = "(no operation)"
+"""The message's path when no operation matched: the raw path is in `path`, once."""
+CLIENT_CLOSED_REQUEST = 499
+"""What the access log and the metrics say of a request its client abandoned (nginx's code)."""
+
+
+class AccessLog:
+    """Outside Connexion's exception handling, so it sees every final status.
+
+    The line names the operation as the spec does, by operationId and path template, so ids
+    stay out of what logs are grouped by (the raw path only when no operation matched), and it
+    never holds a header's value.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, templates: Mapping[str, str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.templates = templates
+        """Path template of each operationId."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, sent_bytes, responded = 500, 0, False
+
+        async def measure(message: Message) -> None:
+            nonlocal status, sent_bytes, responded
+            if message["type"] == "http.response.start":
+                status, responded = message["status"], True
+            elif message["type"] == "http.response.body":
+                sent_bytes += len(message.get("body", b""))
+            await send(message)
+
+        # Connexion's router records the operation in the scope's extensions, which the copy
+        # of the scope it routes shares with this one.
+        scope.setdefault("extensions", {})
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, measure)
+            if not responded:  # the client left before its request was whole: no one to answer
+                status = CLIENT_CLOSED_REQUEST
+        finally:
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            operation, key = operation_id(scope), key_name(scope)
+            self.metrics.requests.labels(
+                operation or "none", scope["method"], status, key or "none"
+            ).inc()
+            self.metrics.latency.labels(operation or "none").observe(seconds)
+            template = self.templates[operation] if operation else None
+            client = scope.get("client")
+            logger.log(
+                _level(status),
+                "%s %s %s",
+                scope["method"],
+                template or NO_OPERATION,
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": template or scope["path"],
+                    "operation": operation,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "response_bytes": sent_bytes,
+                    "client": client[0] if client else None,
+                    "key": key,
+                },
+            )
+
+
+def _level(status: int) -> int:
+    if status >= 500:
+        return logging.ERROR
+    if status in AUTH_FAILURES:
+        return logging.WARNING
+    return logging.INFO
