@@ -14,7 +14,8 @@ test: lint-spec $(VENV)/.tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/test_schemathesis.py
+	$(BIN)/pytest tests/test_schemathesis.py  # alone: see its docstring
 
 # wrk from Debian's packages, if it is missing (as root, like .ci/run installs Chromium).
 bench: $(VENV)/.bench

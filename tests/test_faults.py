@@ -71,7 +71,9 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
         for response, seconds in answers:
             assert response.status_code == 503, response.text
             assert response.headers["Retry-After"] == "1"
-            assert seconds < TIMEOUT_MS / 1000 + 1.5, seconds
+            # Bounded, not hung: FlaskApp's 10 WSGI threads answer 20 stalled requests in two
+            # waves of one timeout each; three times that leaves room for a loaded machine.
+            assert seconds < 3 * 2 * TIMEOUT_MS / 1000, seconds
         ready, seconds = timed(httpx.Request("GET", f"{server.url}/readyz"))
         assert ready.status_code == 503
         assert seconds < 2.0, seconds

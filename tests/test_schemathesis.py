@@ -1,5 +1,11 @@
 """Schemathesis over the whole spec: every operation, positive and negative data, then the
-stateful phase that follows the spec's links. Settings are in schemathesis.toml."""
+stateful phase that follows the spec's links. Settings are in schemathesis.toml.
+
+`make test` runs this file in a pytest process of its own: collected beside tests/test_cli.py,
+the stateful phase fails as flaky (hypothesis's FlakyStrategyDefinition, a draw of another type
+on replay), on every store and app class, though it passes alone every time; the cause is in
+hypothesis's or schemathesis's state, not found yet.
+"""
 
 from __future__ import annotations
 

@@ -72,6 +72,7 @@ def key_file_line(name: str, scopes: Iterable[str], key: str) -> str:
     return f"{name} {','.join(sorted(scopes))} sha256:{digest(key).hex()}"
 
 
+@functools.lru_cache(maxsize=64)  # a key file of many keys repeats a few lists of scopes
 def parse_scopes(text: str) -> frozenset[str]:
     """`users:read,users:write`; raises ValueError for an empty list or an unknown scope."""
     scopes = frozenset(scope.strip() for scope in text.split(",") if scope.strip())
