@@ -23,7 +23,14 @@ from alembic.config import Config
 from sqlalchemy import create_engine, insert, inspect, make_url, select, text, update
 
 from tests.conftest import AUTH, assert_problem
-from tests.stores import POSTGRES_URL, Blocking, fresh_store_url, migrated, postgres_schema
+from tests.stores import (
+    POSTGRES_URL,
+    Blocking,
+    fresh_store_url,
+    migrated,
+    postgres_schema,
+    sql_engine,
+)
 from users_api.app import create_app
 from users_api.cli import main
 from users_api.handlers.users import present
@@ -34,6 +41,7 @@ from users_api.store import (
     StoreUnavailable,
     User,
     UsernameTaken,
+    postgres,
     sql,
 )
 from users_api.store.memory import MemoryStore
@@ -137,19 +145,28 @@ def test_sqlite_synchronous_follows_the_setting(sqlite_url: str, setting: str, p
 
 
 def test_the_postgresql_pool_opens_at_most_pool_size_connections() -> None:
+    """400 reads at once on one event loop (a server's) take turns on 3 connections."""
     name = f"pool-{uuid.uuid4().hex[:8]}"
     with postgres_schema() as url:
         store = migrated(f"{url}&application_name={name}", pool_size=3)
-        user = asyncio.run(store.create(username="cosmo"))
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda _: asyncio.run(store.get(user.id)), range(400)))
-        with store.engine.connect() as connection:
-            opened = connection.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
-                {"name": name},
-            )
-            assert opened.scalar() == 3
-        asyncio.run(store.close())
+        engine = sql_engine(url)
+
+        def opened() -> int | None:
+            with engine.connect() as connection:
+                return connection.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                    {"name": name},
+                ).scalar()
+
+        async def many_reads() -> int | None:
+            user = await store.create(username="cosmo")
+            await asyncio.gather(*(store.get(user.id) for _ in range(400)))
+            count = await asyncio.to_thread(opened)
+            await store.close()
+            return count
+
+        assert asyncio.run(many_reads()) == 3
+        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -184,8 +201,10 @@ def test_a_user_reads_back_the_same_from_every_store_whatever_postgresqls_time_z
             "sqlite": migrated(sqlite),
             "postgresql": migrated(new_york),
         }
-        with stores["postgresql"].engine.connect() as connection:
+        engine = sql_engine(new_york)
+        with engine.connect() as connection:
             assert connection.execute(text("SHOW TimeZone")).scalar() == "America/New_York"
+        engine.dispose()
         shown = {}
         for backend, store in stores.items():
             asyncio.run(store.add_all([user]))
@@ -223,8 +242,10 @@ def test_usernames_are_unique_ignoring_case_whatever_the_database_collation(
     turkish_database: str,
 ) -> None:
     store = migrated(turkish_database)
-    with store.engine.connect() as connection:  # the collation would split IVAN from ivan
+    engine = sql_engine(turkish_database)
+    with engine.connect() as connection:  # the collation would split IVAN from ivan
         assert connection.execute(text("SELECT lower('IVAN') <> 'ivan'")).scalar()
+    engine.dispose()
     blocking = Blocking(store)
     ivan = blocking.create(username="IVAN")
     with pytest.raises(UsernameTaken):
@@ -289,23 +310,26 @@ def test_a_migration_waits_for_a_lock_in_bounded_time_then_says_why(
 def test_idempotency_keys_past_their_retention_are_forgotten_and_dropped(
     tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sql, "FORGET_KEYS_EVERY_SECONDS", 0.0)  # every create drops them all
+    module = postgres if backend == "postgresql" else sql
+    monkeypatch.setattr(module, "FORGET_KEYS_EVERY_SECONDS", 0.0)  # every create drops them all
     key = IdempotencyKey("backend", "once", "fingerprint-a")
     with fresh_store_url(backend, tmp_path) as url:
         store = migrated(url, idempotency_retention_hours=1)
+        engine = sql_engine(url)
         blocking = Blocking(store)
         blocking.create_once(username="cosmo", key=key)
         blocking.create_once(username="elaine", key=replace(key, key="another"))
-        with store.engine.begin() as connection:  # both keys are now two hours old
+        with engine.begin() as connection:  # both keys are now two hours old
             two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
             connection.execute(update(sql.idempotency_keys).values(created_at=two_hours_ago))
         # Forgotten: the key may name another create now.
         again = replace(key, fingerprint="fingerprint-b")
         assert blocking.create_once(username="george", key=again)[1] is False
-        with store.engine.connect() as connection:
+        with engine.connect() as connection:
             kept = connection.execute(select(sql.idempotency_keys.c.key)).scalars().all()
         assert kept == ["once"]  # the new one; the other expired key was dropped
         blocking.close()
+        engine.dispose()
 
 
 def test_a_schema_from_a_later_release_is_served_as_it_is(
@@ -366,9 +390,11 @@ def test_a_create_whose_id_is_taken_is_a_retry_never_a_taken_name() -> None:
     moment = datetime.now(UTC)
     with postgres_schema() as url:
         store = migrated(url)
-        with store.engine.begin() as connection:  # past the sequence's back
+        engine = sql_engine(url)
+        with engine.begin() as connection:  # past the sequence's back
             row = {"id": 1, "username": "cosmo", "created_at": moment, "updated_at": moment}
             connection.execute(insert(sql.users).values(row | {"version": 1}))
+        engine.dispose()
         blocking = Blocking(store)
         with pytest.raises(StoreUnavailable, match="unavailable"):
             blocking.create(username="elaine")
