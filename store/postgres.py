@@ -10,6 +10,7 @@ synchronous SQLAlchemy engine by `prepare()` or `migrate()`, never on a request'
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -211,9 +212,12 @@ class PostgresStore:
                 row = db.fetchrow(
                     _CREATE_WITH_KEY, username, now, key.owner, key.key, key.fingerprint
                 )
-                return _user(await _named(db, username, row)), False
+                user = _user(await _named(db, username, row))
+                _PROGRESS.get().sent = True  # all that is left is the COMMIT
+                return user, False
 
-        return await self._call(once, write=True)
+        # Not a write until its COMMIT: cut short before, the transaction is rolled back.
+        return await self._call(once)
 
     async def update(
         self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
@@ -362,6 +366,7 @@ class PostgresStore:
         if seconds is None and not unbounded:
             seconds = self._timeout_seconds
         state = _Progress()
+        _PROGRESS.set(state)
         try:
             async with asyncio.timeout(seconds) as waiting:
                 async with pool.connection() as db:
@@ -427,6 +432,10 @@ class _Progress:
     """How far a call got: whether its write was sent (a failure then leaves it unknown)."""
 
     sent = False
+
+
+_PROGRESS: contextvars.ContextVar[_Progress] = contextvars.ContextVar("progress")
+"""The running call's progress, for a transaction to say when its COMMIT is next."""
 
 
 class _Pool:

@@ -7,9 +7,10 @@ import asyncio
 import time
 
 import pytest
+from sqlalchemy import text
 
-from tests.stores import migrated, postgres_schema
-from users_api.store import StoreUnavailable, WriteOutcomeUnknown
+from tests.stores import Blocking, migrated, postgres_schema, sql_engine
+from users_api.store import IdempotencyKey, StoreUnavailable, WriteOutcomeUnknown, postgres
 
 
 def test_a_call_waits_for_a_busy_pool_within_the_store_timeout() -> None:
@@ -64,3 +65,24 @@ def test_readiness_asks_postgresql_at_most_once_a_second(monkeypatch: pytest.Mon
 
         asyncio.run(probe_often())
     assert len(asked) == 3  # at 0 s, 1 s and 2 s
+
+
+def test_an_idempotent_create_cut_short_before_its_commit_changed_nothing() -> None:
+    """Its transaction never reached COMMIT: a plain 503 (not of unknown outcome), nothing kept,
+    and a retry with the same key creates the user."""
+    key = IdempotencyKey("owner", "k-1", "fingerprint")
+    with postgres_schema() as url:
+        store = migrated(url, timeout_ms=300)
+        engine = sql_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as other:
+            other.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_LOCK})"))
+            with pytest.raises(StoreUnavailable) as refused:
+                asyncio.run(store.create_once(username="cosmo", key=key))
+            other.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_LOCK})"))
+        engine.dispose()
+        assert not isinstance(refused.value, WriteOutcomeUnknown)
+        blocking = Blocking(store)
+        assert blocking.list(after=0, limit=10) == []
+        created, replayed = blocking.create_once(username="cosmo", key=key)
+        assert (created.username, replayed) == ("cosmo", False)
+        blocking.close()
