@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterable
@@ -306,13 +307,22 @@ class PostgresStore:
 
     def migrate(self) -> str:
         """Bring the schema to the newest revision now, and return it (`users-api migrate`)."""
+        from sqlalchemy import NullPool, create_engine, make_url
         from sqlalchemy.exc import OperationalError
 
         from users_api.store.migrations import upgrade
-        from users_api.store.sql import _engine
 
         options = self._options
-        engine = _engine(self._url, 1, "FULL", 0, options.timeout_ms)
+        url = make_url(self._url)
+        # A statement's timeout as requests have it, unless a migration lifts it (a rebuilt index).
+        timeout = f"{url.query.get('options', '')} -c statement_timeout={options.timeout_ms:d}"
+        engine = create_engine(
+            url.set(drivername="postgresql+psycopg").update_query_dict(
+                {"options": timeout.strip()}
+            ),
+            poolclass=NullPool,
+            connect_args={"connect_timeout": max(1, math.ceil(options.timeout_ms / 1000))},
+        )
         try:
             revision = upgrade(engine, lock_timeout_ms=options.timeout_ms)
         except OperationalError as error:

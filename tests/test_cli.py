@@ -18,6 +18,7 @@ from users_api.cli import main
 from users_api.settings import Settings
 from users_api.store import User
 from users_api.store.migrations import head
+from users_api.store.postgres import PostgresStore
 from users_api.store.sql import SQLStore
 
 CREATED = "2026-11-28T13:42:03.123456+00:00"
@@ -71,7 +72,7 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     assert main(["export", "--store", sqlite_url, str(exported)]) == 0
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
-        target = Blocking(SQLStore(url))
+        target = Blocking(PostgresStore(url))
         assert [(u.id, u.username, u.created_at, u.updated_at) for u in users] == [
             (u.id, u.username, u.created_at, u.updated_at) for u in target.list(after=0, limit=5000)
         ]
@@ -89,7 +90,7 @@ def test_an_etag_taken_before_a_move_is_as_stale_after_it(tmp_path: Path, sqlite
     assert json.loads(exported.read_text().splitlines()[0])["version"] == 2
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
-        store = SQLStore(url)
+        store = PostgresStore(url)
         client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
         put = functools.partial(client.put, "/users/1", json={"username": "newman"})
         assert put(headers=AUTH | {"If-Match": '"1"'}).status_code == 412  # no lost update
@@ -112,7 +113,7 @@ def test_no_id_is_handed_out_again_after_a_move_not_even_a_deleted_users(
     assert exported.read_text().splitlines()[-1] == '{"last_id": 3}'
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
-        target = Blocking(SQLStore(url))
+        target = Blocking(PostgresStore(url))
         assert target.create(username="somebodyelse").id > 3
         target.close()
     source.close()
