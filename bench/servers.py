@@ -45,7 +45,11 @@ PEERS = {
     "floor-flask": "bench.peers.connexion_floor:flask_app",
     "floor-async": "bench.peers.connexion_floor:async_app",
     "floor-async-def": "bench.peers.connexion_floor:async_app_coroutines",
+    "fastapi-asyncpg": "bench.peers.fastapi_asyncpg:app",
+    "flask-psycopg": "bench.peers.flask_psycopg:app",
 }
+POSTGRES_PEERS = ("fastapi-asyncpg", "flask-psycopg")
+"""Peers over the service's table in PostgreSQL: skipped, as its variants are, without it."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,11 @@ def all_variants() -> list[Variant]:
         for store in STORES
         if not (store == "memory" and workers > 1)
     ]
-    return [*project, *(Variant(peer, peer=peer) for peer in PEERS)]
+    peers = [
+        Variant(peer, peer=peer, store="postgres" if peer in POSTGRES_PEERS else "")
+        for peer in PEERS
+    ]
+    return [*project, *peers]
 
 
 @dataclass(frozen=True)
@@ -213,8 +221,12 @@ def command(variant: Variant, data: Data, port: int) -> tuple[list[str], dict[st
     """The command line and extra environment that start `variant` on `port`."""
     address = ["--host", "127.0.0.1", "--port", str(port)]
     environ = {"BENCH_USERS": str(data.users), "BENCH_API_KEY": API_KEY}
-    if variant.peer == "seed-flask":
+    if variant.peer in POSTGRES_PEERS:
+        environ["BENCH_POSTGRES_URL"] = data.store_url(variant)
+    if variant.peer in ("seed-flask", "flask-psycopg"):
         gunicorn = [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{port}"]
+        if variant.peer == "flask-psycopg":  # threads, so that requests share its pool
+            gunicorn += ["--threads", "8"]
         return [*gunicorn, PEERS[variant.peer]], environ
     if variant.peer:
         return [str(BIN / "uvicorn"), *address, PEERS[variant.peer]], environ

@@ -219,6 +219,9 @@ class StoreOptions:
     idempotency_retention_hours: int = 24
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 5000
+    prepared_statements: bool = True
+    """PostgreSQL: statements prepared once per connection; off behind PgBouncer's transaction
+    pooling, where the next transaction may run on another server connection."""
 
 
 DEFAULT_OPTIONS = StoreOptions()
@@ -242,7 +245,8 @@ def check_store_url(url: str, *, default: str | None = None) -> None:
 
 
 def open_store(url: str, options: StoreOptions = DEFAULT_OPTIONS) -> UserStore:
-    """The backend a URL names: `memory://`, `sqlite:///path` or `postgresql://...`.
+    """The backend a URL names: `memory://`, `sqlite:///path` (SQLAlchemy, in threads) or
+    `postgresql://...` (asyncpg, on the caller's event loop).
 
     The SQL backends connect lazily, so a database that is down at start is not an error.
     """
@@ -251,6 +255,10 @@ def open_store(url: str, options: StoreOptions = DEFAULT_OPTIONS) -> UserStore:
         from users_api.store.memory import MemoryStore
 
         return MemoryStore(options)
+    if url.startswith("postgresql"):
+        from users_api.store.postgres import PostgresStore
+
+        return PostgresStore(url, options)
     from users_api.store.sql import SQLStore
 
     return SQLStore(url, options)

@@ -1,4 +1,5 @@
-"""The SQL store, on SQLAlchemy Core: SQLite (the embedded default) and PostgreSQL.
+"""The SQLite store (the embedded default), on SQLAlchemy Core in threads of its own.
+PostgreSQL's is `postgres.py`; the table definitions here serve both stores' tests too.
 
 The database keeps the rules: ids come from it and are never reused, a unique index on
 lower(username) settles races between processes, and a conditional write is one
@@ -11,7 +12,6 @@ import asyncio
 import contextvars
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
@@ -56,13 +56,13 @@ from users_api.store import (
     MAX_ID,
     MAX_VERSION,
     IdempotencyKey,
-    IdempotencyKeyInUse,
     IdempotencyKeyReused,
     IdsExhausted,
     PreconditionFailed,
     SchemaNotCurrent,
     StoreOptions,
     StoreUnavailable,
+    UnknownStoreURL,
     User,
     UserIdTaken,
     UsernameTaken,
@@ -131,13 +131,6 @@ CHECK_TIMEOUT_SECONDS = 1.0
 FORGET_KEYS_AT_ONCE = 10
 """How many keys past retention each create with an idempotency key drops, at most: ten for
 the one it adds, so that forgetting outpaces any writer, in a short part of its transaction."""
-IDEMPOTENCY_LOCKS = 7261129
-"""The class of PostgreSQL's advisory locks that a create holds on its idempotency key."""
-CREATE_LOCK = 7261130
-"""The PostgreSQL advisory lock that a create holds from taking its id until it commits."""
-NAME_WAIT_MS = 500
-"""How long a PostgreSQL create waits for a transaction that holds its name uncommitted (an
-import's, say) before it is `StoreUnavailable`: it holds every other create back meanwhile."""
 USERNAME_INDEX = "users_username_lower_key"
 """The unique index on lower(username) (migration 0001), which the database names in a refusal."""
 
@@ -166,6 +159,8 @@ class SQLStore:
         url: str,
         options: StoreOptions = DEFAULT_OPTIONS,
     ) -> None:
+        if make_url(url).get_backend_name() != "sqlite":
+            raise UnknownStoreURL(f"the SQL store is SQLite's, not {url!r}: see open_store")
         self._timeout_seconds = options.timeout_ms / 1000
         """How long a call waits on the database, all told (a thread, a connection, connecting,
         its statements), before it is `StoreUnavailable`: a stalled database gives 503s."""
@@ -180,24 +175,13 @@ class SQLStore:
         """More than the pool's connections, so that a call waits for a connection inside the
         pool's own timeout (then 503), and a read is not queued behind writers waiting for
         SQLite's write lock."""
-        self._lock_timeout_ms = (
-            options.sqlite_busy_timeout_ms
-            if self.engine.dialect.name == "sqlite"
-            else options.timeout_ms
-        )
-        """How long a migration waits for its lock (SQLite's connections wait their busy
-        timeout)."""
         self._retention = timedelta(hours=options.idempotency_retention_hours)
         self._schema_current = False
         """Once seen at the newest revision; a schema is never downgraded under a service."""
-        self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        self._writers = threading.Lock()
         self._busy_timeout_ms = options.sqlite_busy_timeout_ms
         database = self.engine.url.database
-        self._file = (
-            Path(database).resolve()
-            if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
-            else None
-        )
+        self._file = Path(database).resolve() if database not in (None, "", ":memory:") else None
         """The SQLite file, whose identity when first opened is `_opened`."""
         self._opened: tuple[int, int] | None = None
         self._checking = threading.Lock()
@@ -211,18 +195,11 @@ class SQLStore:
 
     @_in_its_threads
     def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
-        """On PostgreSQL a repeat while the first is running finds its key locked: in use. On
-        SQLite, whose writers take turns, it waits for the first, then gets its answer."""
+        """Writers take turns: a repeat while the first is running waits for it, then gets its
+        answer."""
         now = datetime.now(UTC)
         this_key = (idempotency_keys.c.owner == key.owner) & (idempotency_keys.c.key == key.key)
         with self._writing(username, exclusive=True) as connection:
-            if connection.dialect.name == "postgresql":
-                # Two keys whose 32-bit hashes collide share a lock: the later is told "in use".
-                lock = func.pg_try_advisory_xact_lock(
-                    IDEMPOTENCY_LOCKS, func.hashtext(f"{key.owner} {key.key}")
-                )
-                if not connection.execute(select(lock)).scalar():
-                    raise IdempotencyKeyInUse()
             self._forget_expired_keys(connection, now, this_key)
             found = connection.execute(select(idempotency_keys).where(this_key)).one_or_none()
             if found is not None:
@@ -315,28 +292,14 @@ class SQLStore:
     @_in_its_threads
     def last_id(self) -> int:
         with self._connect() as connection:
-            if connection.dialect.name == "postgresql":
-                handed_out = text(f"SELECT pg_sequence_last_value({_SEQUENCE}::regclass)")
-            else:  # AUTOINCREMENT keeps its highest id here, past deletes
-                handed_out = text("SELECT seq FROM sqlite_sequence WHERE name = 'users'")
-            # A create refused at the ceiling moved PostgreSQL's sequence past it, to no one.
-            return min(int(connection.execute(handed_out).scalar() or 0), MAX_ID)
+            # AUTOINCREMENT keeps its highest id here, past deletes.
+            handed_out = text("SELECT seq FROM sqlite_sequence WHERE name = 'users'")
+            return int(connection.execute(handed_out).scalar() or 0)
 
     def _add_all(self, users_to_add: Iterable[User], last_id: int, check_only: bool) -> int:
-        postgresql = self.engine.dialect.name == "postgresql"
-        if postgresql and last_id and not check_only:
-            # Once the creates in flight are done, ids are handed out past the file's: creates go
-            # on beside the import, and none takes an id that it brings.
-            with self._connect(write=True) as connection:
-                connection.execute(text(TAKE_CREATE_TURN))
-                connection.execute(text(_MOVE_SEQUENCE_PAST), {"last_id": last_id})
         added = 0
         taken = UsersTaken()
         with self._connect(write=True) as connection:
-            if postgresql:  # no request's statement timeout either
-                connection.execute(text("SET LOCAL statement_timeout = 0"))
-                if not last_id:  # the file's ids are known at its end only: creates wait
-                    connection.execute(text(TAKE_CREATE_TURN))
             remaining = iter(users_to_add)
             batches = iter(lambda: list(islice(remaining, 1000)), [])
             for batch in batches:
@@ -352,9 +315,7 @@ class SQLStore:
             # Explicit ids bypass the sequence: move it past them, and past `last_id`, so that
             # none is handed out again.
             past = {"last_id": last_id}
-            if connection.dialect.name == "postgresql":
-                connection.execute(text(_MOVE_SEQUENCE_PAST), past)
-            elif last_id and not connection.execute(text(_MOVE_AUTOINCREMENT_PAST), past).rowcount:
+            if last_id and not connection.execute(text(_MOVE_AUTOINCREMENT_PAST), past).rowcount:
                 # No user was ever added to this database: nothing keeps its highest id yet.
                 connection.execute(text(_START_AUTOINCREMENT_PAST), past)
         return added
@@ -401,7 +362,7 @@ class SQLStore:
     def migrate(self) -> str:
         """Bring the schema to the newest revision now, and return it (`users-api migrate`)."""
         with self._unavailable_on_connection_errors():
-            revision = upgrade(self.engine, lock_timeout_ms=self._lock_timeout_ms)
+            revision = upgrade(self.engine, lock_timeout_ms=self._busy_timeout_ms)
         self._found_current(revision)
         return revision
 
@@ -465,25 +426,16 @@ class SQLStore:
         self._require_current_schema()
         if write:
             self._refuse_another_file()
-        committing = False
-        try:
-            with (
-                self._unavailable_on_connection_errors(),
-                self._taking_turns() if write else nullcontext(),
-                self.engine.begin() if write else self.engine.connect() as connection,
-            ):
-                yield connection
-                if write and (caller := _CALLER.get()) is not None and not caller.may_commit():
-                    # Its caller was answered 503 already: what it was told did not happen must
-                    # not.
-                    raise StoreUnavailable("the write finished past its deadline: rolled back")
-                committing = write
-        except StoreUnavailable as error:
-            if committing and self.engine.dialect.name == "postgresql":
-                # The connection failed in COMMIT: whether it took, only a read can tell. (A
-                # COMMIT that SQLite refuses has rolled back.)
-                raise WriteOutcomeUnknown(f"{error.reason}, in COMMIT") from error
-            raise
+        with (
+            self._unavailable_on_connection_errors(),
+            self._taking_turns() if write else nullcontext(),
+            self.engine.begin() if write else self.engine.connect() as connection,
+        ):
+            yield connection
+            if write and (caller := _CALLER.get()) is not None and not caller.may_commit():
+                # Its caller was answered 503 already: what it was told did not happen must not.
+                # (A COMMIT that SQLite refuses has rolled back: a plain 503 too.)
+                raise StoreUnavailable("the write finished past its deadline: rolled back")
 
     @contextmanager
     def _taking_turns(self) -> Iterator[None]:
@@ -491,9 +443,6 @@ class SQLStore:
         up to 100 ms between tries, however soon the writer is done. This process's writers
         queue on a lock instead, so each starts as the one before commits; the busy handler is
         left to wait only for other processes."""
-        if self._writers is None:
-            yield
-            return
         if not self._writers.acquire(timeout=self._busy_timeout_ms / 1000):
             raise StoreUnavailable("database is locked")
         try:
@@ -508,7 +457,7 @@ class SQLStore:
         (where another process's commit since the read would fail it at once)."""
         try:
             with self._connect(write=True) as connection:
-                if exclusive and connection.dialect.name == "sqlite":
+                if exclusive:
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
         except IntegrityError as error:
@@ -580,15 +529,6 @@ def _for(caller: _Caller, call: Callable[[], R]) -> R:
     return call()
 
 
-_SEQUENCE = "pg_get_serial_sequence('users', 'id')"
-# Per schema: services (and tests) in other schemas of one database do not wait for each other.
-TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d}, hashtext(current_schema()))"
-# Past every id in the table, `last_id` and the last handed out, and never backwards; without
-# consuming an id (run twice by an import with a `last_id`, it moves once).
-_MOVE_SEQUENCE_PAST = (
-    f"SELECT setval({_SEQUENCE}, GREATEST(past, 1), past >= 1) FROM (SELECT GREATEST(max(id), "
-    f":last_id, pg_sequence_last_value({_SEQUENCE}::regclass)) AS past FROM users) AS moved"
-)
 _MOVE_AUTOINCREMENT_PAST = (
     "UPDATE sqlite_sequence SET seq = max(seq, :last_id) WHERE name = 'users'"
 )
@@ -630,13 +570,8 @@ def _free(connection: Connection, batch: list[User], first: int, taken: UsersTak
 
 def _inserted(connection: Connection, username: str, now: datetime) -> User:
     """A new user, at version 1; past the spec's largest id, none (the transaction rolls back).
-
-    PostgreSQL hands out an id at the INSERT and shows the row at the COMMIT: creates take turns
-    from one to the other, so that ids become visible in order and a cursor never passes an id
-    that commits later (SQLite's writers take turns anyway)."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(text(TAKE_CREATE_TURN))
-        connection.execute(text(f"SET LOCAL lock_timeout = {NAME_WAIT_MS:d}"))
+    Writers take turns, so ids become visible in order: a cursor never passes an id that
+    commits later."""
     values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
     user = _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
     if user.id > MAX_ID:
@@ -662,19 +597,8 @@ def _engine(
     url: str, pool_size: int, synchronous: str, busy_timeout_ms: int, timeout_ms: int
 ) -> Engine:
     """A pool of at most `pool_size` connections; a request finding none free waits for one, up
-    to `timeout_ms`, as long as connecting to PostgreSQL or a statement there may take."""
+    to `timeout_ms`."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        options = f"{parsed.query.get('options', '')} -c statement_timeout={timeout_ms:d}"
-        return create_engine(
-            parsed.set(drivername="postgresql+psycopg").update_query_dict(
-                {"options": options.strip()}
-            ),
-            pool_size=pool_size,
-            max_overflow=0,
-            pool_timeout=timeout_ms / 1000,
-            connect_args={"connect_timeout": max(1, math.ceil(timeout_ms / 1000))},  # whole s
-        )
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(

@@ -10,10 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from users_api.store import IdempotencyKey, StoreOptions, User, UserStore
 from users_api.store.memory import MemoryStore
+from users_api.store.postgres import PostgresStore
 from users_api.store.sql import SQLStore
 
 POSTGRES_URL = os.environ.get(
@@ -32,11 +33,26 @@ def fresh_store(backend: str, tmp_path: Path) -> Iterator[UserStore]:
         asyncio.run(store.close())
 
 
-def migrated(url: str, **options: Any) -> SQLStore:
-    """A SQL store over a database at the newest schema, as `serve` starts with one."""
+def migrated(url: str, **options: Any) -> Any:
+    """A SQL store over a database at the newest schema, as `serve` starts with one: SQLite's
+    `SQLStore` or PostgreSQL's `PostgresStore`, as `open_store` picks."""
+    if url.startswith("postgresql"):
+        return migrated_postgres(url, **options)
     store = SQLStore(url, StoreOptions(**options))
     store.migrate()
     return store
+
+
+def migrated_postgres(url: str, **options: Any) -> PostgresStore:
+    store = PostgresStore(url, StoreOptions(**options))
+    store.migrate()
+    return store
+
+
+def sql_engine(url: str, **options: Any) -> Engine:
+    """A SQLAlchemy engine on a store's database, for a test's own statements beside the store
+    (the PostgreSQL store has none of its own)."""
+    return create_engine(url.replace("postgresql://", "postgresql+psycopg://"), **options)
 
 
 @contextmanager

@@ -27,11 +27,18 @@ VARIANTS = {variant.name: variant for variant in all_variants()}
         "floor-flask",
         "floor-async",
         "floor-async-def",
+        "async-postgres-1w",
+        "fastapi-asyncpg",
+        "flask-psycopg",
     ],
 )
 def test_a_bench_server_starts_filled_and_answers_its_scenarios(tmp_path: Path, name: str) -> None:
     users_file = tmp_path / "users.jsonl"
     write_users_file(users_file, 50)
     variant = VARIANTS[name]
-    with running(variant, Data(tmp_path, users_file, POSTGRES_URL), tmp_path) as server:
-        check_answers(server, list(variant.scenarios))
+    data = Data(tmp_path, users_file, POSTGRES_URL)
+    try:
+        with running(variant, data, tmp_path) as server:
+            check_answers(server, list(variant.scenarios))
+    finally:
+        data.drop()  # the PostgreSQL variants' schema

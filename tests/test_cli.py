@@ -20,9 +20,10 @@ from users_api.app import create_app
 from users_api.cli import main
 from users_api.handlers.problem_types import IDS_EXHAUSTED
 from users_api.settings import Settings
-from users_api.store import MAX_ID, MAX_VERSION, User
+from users_api.store import MAX_ID, MAX_VERSION, User, open_store
 from users_api.store.memory import MemoryStore
 from users_api.store.migrations import head
+from users_api.store.postgres import PostgresStore
 from users_api.store.sql import SQLStore
 from users_api.transfer import (
     LONGEST_MESSAGE,
@@ -83,7 +84,7 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     assert main(["export", "--store", sqlite_url, str(exported)]) == 0
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
-        target = Blocking(SQLStore(url))
+        target = Blocking(PostgresStore(url))
         assert [(u.id, u.username, u.created_at, u.updated_at) for u in users] == [
             (u.id, u.username, u.created_at, u.updated_at) for u in target.list(after=0, limit=5000)
         ]
@@ -101,7 +102,7 @@ def test_an_etag_taken_before_a_move_is_as_stale_after_it(tmp_path: Path, sqlite
     assert json.loads(exported.read_text().splitlines()[0])["version"] == 2
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
-        store = SQLStore(url)
+        store = PostgresStore(url)
         client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
         put = functools.partial(client.put, "/users/1", json={"username": "newman"})
         assert put(headers=AUTH | {"If-Match": '"1"'}).status_code == 412  # no lost update
@@ -124,7 +125,7 @@ def test_no_id_is_handed_out_again_after_a_move_not_even_a_deleted_users(
     assert exported.read_text().splitlines()[-1] == '{"last_id": 3}'
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
-        target = Blocking(SQLStore(url))
+        target = Blocking(PostgresStore(url))
         assert target.create(username="somebodyelse").id > 3
         target.close()
     source.close()
@@ -306,7 +307,7 @@ def test_a_user_imported_at_the_largest_version_stays_writable_and_exportable(
     source.write_text(line(1, "cosmo", version=MAX_VERSION) + "\n")
     with fresh_store_url(backend, tmp_path) as url:
         assert main(["import", "--store", url, str(source)]) == 0
-        store = SQLStore(url)
+        store = open_store(url)
         client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
         tag = client.get("/users/1", headers=AUTH).headers["ETag"]
         for expected in (f'"{MAX_VERSION}"', '"1"', '"2"'):
@@ -330,7 +331,7 @@ def test_after_an_import_at_the_largest_id_a_create_is_refused_and_writes_nothin
     source.write_text(f'{{"last_id": {MAX_ID}}}\n')
     with fresh_store_url(backend, tmp_path) as url:
         assert main(["import", "--store", url, str(source)]) == 0
-        store = SQLStore(url)
+        store = open_store(url)
         client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
         for headers in (AUTH, AUTH | {"Idempotency-Key": "k1"}, AUTH):
             refused = client.post("/users", json={"username": "cosmo"}, headers=headers)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,18 +15,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import event, make_url
+from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import API_KEY, assert_problem
 from tests.conftest import AUTH as TEST_AUTH
 from tests.faults import Proxy, proxy_to
 from tests.servers import AUTH, Server, serve
-from tests.stores import fresh_store_url, migrated, postgres_schema
+from tests.stores import migrated, postgres_schema, sql_engine
 from users_api.app import create_app
-from users_api.handlers.problem_types import UNAVAILABLE, WRITE_OUTCOME_UNKNOWN, ProblemType
+from users_api.handlers.problem_types import UNAVAILABLE, WRITE_OUTCOME_UNKNOWN
 from users_api.settings import APP_FLAVOURS, Settings
-from users_api.store import StoreUnavailable, WriteOutcomeUnknown
+from users_api.store import StoreUnavailable, WriteOutcomeUnknown, postgres
 from users_api.store.sql import CHECK_EVERY_SECONDS, CHECK_TIMEOUT_SECONDS, SQLStore
 
 TIMEOUT_MS = 1000
@@ -87,10 +88,14 @@ def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavo
     with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
         proxy.stall()
         stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH)] * 15
-        with ThreadPoolExecutor(len(stuck) + 1) as clients:
+        # The probe's client is made first: 15 others being made at once (each loads TLS
+        # certificates) took the probe's own over a second on a loaded machine.
+        with ThreadPoolExecutor(len(stuck) + 1) as clients, httpx.Client(timeout=30) as probe:
             in_flight = [clients.submit(timed, request) for request in stuck]
             time.sleep(0.2)
-            alive, seconds = timed(httpx.Request("GET", f"{server.url}/healthz"))
+            started = time.monotonic()
+            alive = probe.get(f"{server.url}/healthz")
+            seconds = time.monotonic() - started
             assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
             assert seconds < 0.5, seconds
             # Not queued behind the stuck requests: within the readiness check's own second.
@@ -211,40 +216,96 @@ def test_a_write_cut_short_before_it_commits_is_rolled_back(tmp_path: Path) -> N
     asyncio.run(store.close())
 
 
-@pytest.mark.parametrize(
-    ("backend", "kind"), [("sqlite", UNAVAILABLE), ("postgresql", WRITE_OUTCOME_UNKNOWN)]
-)
-def test_a_connection_lost_in_commit_leaves_the_outcome_unknown_on_postgresql(
-    tmp_path: Path, backend: str, kind: ProblemType
+def test_a_connection_lost_in_commit_on_sqlite_has_rolled_back(tmp_path: Path) -> None:
+    """A COMMIT that fails on SQLite has rolled back: plainly unavailable."""
+    store = migrated(f"sqlite:///{tmp_path / 'users.db'}")
+
+    def lost(_: object) -> None:
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    event.listen(store.engine, "commit", lost)
+    client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+    response = client.post("/users", json={"username": "cosmo"}, headers=TEST_AUTH)
+    assert_problem(response, 503, UNAVAILABLE)
+    asyncio.run(store.close())
+
+
+def test_a_sqlite_write_whose_commit_outlasts_its_deadline_is_of_unknown_outcome(
+    tmp_path: Path,
 ) -> None:
-    """A COMMIT that fails on SQLite has rolled back; on PostgreSQL the server may have taken it."""
-    with fresh_store_url(backend, tmp_path) as url:
-        store = migrated(url)
+    """The commit itself stalls past the deadline: the client cannot be told nothing changed."""
+    store = migrated(f"sqlite:///{tmp_path / 'users.db'}", timeout_ms=200)
+    event.listen(store.engine, "commit", lambda _: time.sleep(0.5))
+    client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
+    response = client.post("/users", json={"username": "cosmo"}, headers=TEST_AUTH)
+    problem = assert_problem(response, 503, WRITE_OUTCOME_UNKNOWN)
+    assert "may or may not have been made" in problem["detail"]
+    time.sleep(0.6)  # the commit went through after the answer, as the answer allowed
+    assert [user.username for user in asyncio.run(store.list(after=0, limit=10))] == ["cosmo"]
+    asyncio.run(store.close())
 
-        def lost(_: object) -> None:
-            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
-        event.listen(store.engine, "commit", lost)
+@contextmanager
+def creates_held_back(url: str) -> Iterator[Connection]:
+    """Another session holding the lock that each PostgreSQL create takes: a create sent now
+    waits inside its statement, as long as this is held. In autocommit, so that each look at
+    pg_stat_activity is a fresh one."""
+    engine = sql_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_LOCK})"))
+        yield connection
+        connection.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_LOCK})"))
+    engine.dispose()
+
+
+def waiting_backend(connection: Connection, name: str) -> int | None:
+    """The server process of the store's connection (by its application_name) while it waits
+    for a lock; None while none does."""
+    found = connection.execute(
+        text(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = :name "
+            "AND wait_event_type = 'Lock'"
+        ),
+        {"name": name},
+    ).scalar()
+    return None if found is None else int(found)
+
+
+def test_a_postgresql_connection_lost_during_a_write_leaves_its_outcome_unknown() -> None:
+    """The write was sent, then its connection died: the server may have committed it."""
+    name = f"lost-{uuid.uuid4().hex[:8]}"
+    with postgres_schema() as url:
+        store = migrated(f"{url}&application_name={name}")
         client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
-        response = client.post("/users", json={"username": "cosmo"}, headers=TEST_AUTH)
-        assert_problem(response, 503, kind)
+        with creates_held_back(url) as other, ThreadPoolExecutor(1) as background:
+            sent = background.submit(
+                client.post, "/users", json={"username": "cosmo"}, headers=TEST_AUTH
+            )
+            deadline = time.monotonic() + 10
+            while (pid := waiting_backend(other, name)) is None:
+                assert time.monotonic() < deadline, "the create never reached the database"
+                time.sleep(0.02)
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            response = sent.result(timeout=10)
+        assert_problem(response, 503, WRITE_OUTCOME_UNKNOWN)
         asyncio.run(store.close())
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_write_whose_commit_outlasts_its_deadline_is_answered_as_of_unknown_outcome(
-    tmp_path: Path, backend: str
-) -> None:
-    """The commit itself stalls past the deadline: the client cannot be told nothing changed."""
-    with fresh_store_url(backend, tmp_path) as url:
+def test_a_postgresql_write_that_outlasts_its_deadline_is_of_unknown_outcome() -> None:
+    """Sent, then held inside the database past the deadline: the client cannot be told nothing
+    changed, and the store serves on once the database does."""
+    with postgres_schema() as url:
         store = migrated(url, timeout_ms=200)
-        event.listen(store.engine, "commit", lambda _: time.sleep(0.5))
         client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
-        response = client.post("/users", json={"username": "cosmo"}, headers=TEST_AUTH)
+        with creates_held_back(url):
+            started = time.monotonic()
+            response = client.post("/users", json={"username": "cosmo"}, headers=TEST_AUTH)
+            answered = time.monotonic() - started
         problem = assert_problem(response, 503, WRITE_OUTCOME_UNKNOWN)
         assert "may or may not have been made" in problem["detail"]
-        time.sleep(0.6)  # the commit went through after the answer, as the answer allowed
-        assert [user.username for user in asyncio.run(store.list(after=0, limit=10))] == ["cosmo"]
+        assert answered < 0.2 * 3
+        retried = client.post("/users", json={"username": "elaine"}, headers=TEST_AUTH)
+        assert retried.status_code == 201, retried.text
         asyncio.run(store.close())
 
 

@@ -29,7 +29,7 @@ from users_api.handlers.problem_types import (
     VALIDATION,
 )
 from users_api.settings import APP_FLAVOURS, Settings
-from users_api.store.sql import TAKE_CREATE_TURN
+from users_api.store.postgres import TAKE_CREATE_TURN
 
 KEY = '"8e03978e-40d5-43e8-bc93-6894a57f9324"'
 JSON = {"Content-Type": "application/json"}

@@ -20,10 +20,17 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, func, insert, inspect, make_url, select, text, update
+from sqlalchemy import Engine, create_engine, func, insert, inspect, make_url, select, text, update
 
 from tests.conftest import AUTH, assert_problem
-from tests.stores import POSTGRES_URL, Blocking, fresh_store_url, migrated, postgres_schema
+from tests.stores import (
+    POSTGRES_URL,
+    Blocking,
+    fresh_store_url,
+    migrated,
+    postgres_schema,
+    sql_engine,
+)
 from users_api.app import create_app
 from users_api.cli import main
 from users_api.handlers.users import present
@@ -137,19 +144,28 @@ def test_sqlite_synchronous_follows_the_setting(sqlite_url: str, setting: str, p
 
 
 def test_the_postgresql_pool_opens_at_most_pool_size_connections() -> None:
+    """400 reads at once on one event loop (a server's) take turns on 3 connections."""
     name = f"pool-{uuid.uuid4().hex[:8]}"
     with postgres_schema() as url:
         store = migrated(f"{url}&application_name={name}", pool_size=3)
-        user = asyncio.run(store.create(username="cosmo"))
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda _: asyncio.run(store.get(user.id)), range(400)))
-        with store.engine.connect() as connection:
-            opened = connection.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
-                {"name": name},
-            )
-            assert opened.scalar() == 3
-        asyncio.run(store.close())
+        engine = sql_engine(url)
+
+        def opened() -> int | None:
+            with engine.connect() as connection:
+                return connection.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                    {"name": name},
+                ).scalar()
+
+        async def many_reads() -> int | None:
+            user = await store.create(username="cosmo")
+            await asyncio.gather(*(store.get(user.id) for _ in range(400)))
+            count = await asyncio.to_thread(opened)
+            await store.close()
+            return count
+
+        assert asyncio.run(many_reads()) == 3
+        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -184,8 +200,10 @@ def test_a_user_reads_back_the_same_from_every_store_whatever_postgresqls_time_z
             "sqlite": migrated(sqlite),
             "postgresql": migrated(new_york),
         }
-        with stores["postgresql"].engine.connect() as connection:
+        engine = sql_engine(new_york)
+        with engine.connect() as connection:
             assert connection.execute(text("SHOW TimeZone")).scalar() == "America/New_York"
+        engine.dispose()
         shown = {}
         for backend, store in stores.items():
             asyncio.run(store.add_all([user]))
@@ -223,8 +241,10 @@ def test_usernames_are_unique_ignoring_case_whatever_the_database_collation(
     turkish_database: str,
 ) -> None:
     store = migrated(turkish_database)
-    with store.engine.connect() as connection:  # the collation would split IVAN from ivan
+    engine = sql_engine(turkish_database)
+    with engine.connect() as connection:  # the collation would split IVAN from ivan
         assert connection.execute(text("SELECT lower('IVAN') <> 'ivan'")).scalar()
+    engine.dispose()
     blocking = Blocking(store)
     ivan = blocking.create(username="IVAN")
     with pytest.raises(UsernameTaken):
@@ -292,19 +312,21 @@ def test_idempotency_keys_past_their_retention_are_forgotten_and_dropped(
     key = IdempotencyKey("backend", "once", "fingerprint-a")
     with fresh_store_url(backend, tmp_path) as url:
         store = migrated(url, idempotency_retention_hours=1)
+        engine = sql_engine(url)
         blocking = Blocking(store)
         blocking.create_once(username="cosmo", key=key)
         blocking.create_once(username="elaine", key=replace(key, key="another"))
-        with store.engine.begin() as connection:  # both keys are now two hours old
+        with engine.begin() as connection:  # both keys are now two hours old
             two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
             connection.execute(update(sql.idempotency_keys).values(created_at=two_hours_ago))
         # Forgotten: the key may name another create now.
         again = replace(key, fingerprint="fingerprint-b")
         assert blocking.create_once(username="george", key=again)[1] is False
-        with store.engine.connect() as connection:
+        with engine.connect() as connection:
             kept = connection.execute(select(sql.idempotency_keys.c.key)).scalars().all()
         assert kept == ["once"]  # the new one; the other expired key was dropped
         blocking.close()
+        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -316,9 +338,10 @@ def test_keyed_creates_forget_expired_keys_faster_than_they_add_keys(
     backlog, creates = 3000, 400
     with fresh_store_url(backend, tmp_path) as url:
         store = migrated(url, idempotency_retention_hours=1)
+        engine = sql_engine(url)
         blocking = Blocking(store)
         aged = datetime.now(UTC) - timedelta(hours=2)
-        with store.engine.begin() as connection:
+        with engine.begin() as connection:
             connection.execute(
                 insert(sql.idempotency_keys),
                 [
@@ -339,14 +362,15 @@ def test_keyed_creates_forget_expired_keys_faster_than_they_add_keys(
             user, _ = blocking.create_once(username=f"user{n}", key=key)
             blocking.delete(user.id)
             if n % 100 == 99:
-                kept.append(_keys_kept(store))
+                kept.append(_keys_kept(engine))
         assert max(kept) < backlog  # never more than before the run
         assert kept[-1] == creates  # the expired are gone, the fresh all kept
         blocking.close()
+        engine.dispose()
 
 
-def _keys_kept(store: SQLStore) -> int:
-    with store.engine.connect() as connection:
+def _keys_kept(engine: Engine) -> int:
+    with engine.connect() as connection:
         return int(
             connection.execute(select(func.count()).select_from(sql.idempotency_keys)).scalar_one()
         )
@@ -410,9 +434,11 @@ def test_a_create_whose_id_is_taken_is_a_retry_never_a_taken_name() -> None:
     moment = datetime.now(UTC)
     with postgres_schema() as url:
         store = migrated(url)
-        with store.engine.begin() as connection:  # past the sequence's back
+        engine = sql_engine(url)
+        with engine.begin() as connection:  # past the sequence's back
             row = {"id": 1, "username": "cosmo", "created_at": moment, "updated_at": moment}
             connection.execute(insert(sql.users).values(row | {"version": 1}))
+        engine.dispose()
         blocking = Blocking(store)
         with pytest.raises(StoreUnavailable, match="unavailable"):
             blocking.create(username="elaine")

@@ -171,6 +171,12 @@ class Settings:
         type=click.IntRange(min=0),
         commands=STORE,
     )
+    no_prepared_statements: bool = setting(
+        False,
+        "PostgreSQL: send each statement unprepared (two round trips, not one), for PgBouncer "
+        "in transaction pooling mode, which cannot keep a connection's prepared statements",
+        commands=STORE,
+    )
     workers: int = setting(
         1,
         "worker processes (uvicorn's); the memory store refuses more than one",
@@ -280,6 +286,7 @@ class Settings:
             idempotency_retention_hours=self.idempotency_retention_hours,
             sqlite_synchronous=self.sqlite_synchronous,
             sqlite_busy_timeout_ms=self.sqlite_busy_timeout_ms,
+            prepared_statements=not self.no_prepared_statements,
         )
 
     @classmethod
