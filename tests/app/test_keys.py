@@ -180,6 +180,25 @@ def test_a_read_without_a_known_key_gets_401(client: TestClient, path: str, key:
     assert response.headers["www-authenticate"] == "Bearer"
 
 
+WRITES = [
+    ("POST", "/users", {"username": "kramer"}),
+    ("PUT", "/users/1", {"username": "kramer"}),
+    ("DELETE", "/users/1", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+@pytest.mark.parametrize("key", [None, "unknown", sha256(WRITER)])
+def test_a_write_without_a_known_key_gets_401_and_changes_nothing(
+    client: TestClient, method: str, path: str, body: dict[str, str] | None, key: str | None
+) -> None:
+    response = client.request(method, path, json=body, headers=bearer(key) if key else {})
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+    users = client.get("/users", headers=bearer(READER)).json()["items"]
+    assert [(user["id"], user["username"]) for user in users] == [(1, "cosmo")]
+
+
 def test_the_probes_the_spec_and_the_console_need_no_key(client: TestClient) -> None:
     for path in ("/healthz", "/readyz", "/openapi.json", "/openapi.yaml", "/ui/"):
         assert client.get(path).status_code == 200, path

@@ -121,42 +121,35 @@ def test_the_generated_names_read_like_the_spec(generation: Generation) -> None:
         assert callable(generated(generation, f"api.users.{operation}").sync_detailed)
 
 
-def test_create_returns_201_and_a_parsed_user(
+def test_each_operation_parses_its_answer_into_its_model(
     users: SimpleNamespace, client: Any, models: ModuleType
 ) -> None:
+    """What the client adds over HTTP: each success parsed into the spec's model (the statuses
+    themselves are tests/app/test_users_api.py's)."""
     response = users.create_user.sync_detailed(
         client=client, body=models.UserWrite(username="cosmo")
     )
-
     assert response.status_code == 201
-    user = response.parsed
-    assert isinstance(user, models.User)
-    assert (user.username, user.id) == ("cosmo", 1)
-    assert isinstance(user.created_at, datetime.datetime)
-    assert response.headers["location"] == "/users/1"
-    assert response.headers["etag"] == '"1"'
+    created = response.parsed
+    assert isinstance(created, models.User)
+    assert (created.username, created.id) == ("cosmo", 1)
+    assert isinstance(created.created_at, datetime.datetime)
+    assert (response.headers["location"], response.headers["etag"]) == ("/users/1", '"1"')
 
+    read = users.get_user.sync_detailed(created.id, client=client)
+    assert (read.status_code, read.parsed, read.headers["etag"]) == (200, created, '"1"')
 
-def test_get_returns_the_user(users: SimpleNamespace, client: Any, models: ModuleType) -> None:
-    created = create(users, client, models, "cosmo")
+    updated = users.update_user.sync_detailed(
+        created.id, client=client, body=models.UserWrite(username="kramer")
+    )
+    assert updated.status_code == 200
+    assert isinstance(updated.parsed, models.User)
+    assert (updated.parsed.id, updated.parsed.username) == (created.id, "kramer")
+    assert updated.headers["etag"] == '"2"'
 
-    response = users.get_user.sync_detailed(created.id, client=client)
-
-    assert response.status_code == 200
-    assert response.parsed == created
-    assert response.headers["etag"] == '"1"'
-
-
-def test_get_without_a_key_returns_a_parsed_401_problem(
-    users: SimpleNamespace, client: Any, public: Any, models: ModuleType
-) -> None:
-    created = create(users, client, models, "cosmo")
-
-    response = users.get_user.sync_detailed(created.id, client=public)
-
-    assert response.status_code == 401
-    assert isinstance(response.parsed, models.Problem)
-    assert response.parsed.title == "Unauthorized"
+    deleted = users.delete_user.sync_detailed(created.id, client=client)
+    assert (deleted.status_code, deleted.parsed) == (204, None)
+    assert users.get_user.sync_detailed(created.id, client=client).status_code == 404
 
 
 def test_list_walks_every_page_with_the_cursor(
@@ -178,91 +171,30 @@ def test_list_walks_every_page_with_the_cursor(
     assert all(isinstance(page, models.UserPage) for page in pages)
 
 
-def test_put_returns_200_and_the_updated_user(
-    users: SimpleNamespace, client: Any, models: ModuleType
+def test_each_problem_is_parsed_as_a_problem_with_its_fields(
+    users: SimpleNamespace, client: Any, public: Any, models: ModuleType
 ) -> None:
-    created = create(users, client, models, "cosmo")
-
-    response = users.update_user.sync_detailed(
-        created.id, client=client, body=models.UserWrite(username="kramer")
-    )
-
-    assert response.status_code == 200
-    assert isinstance(response.parsed, models.User)
-    assert (response.parsed.id, response.parsed.username) == (created.id, "kramer")
-    assert response.headers["etag"] == '"2"'
-
-
-def test_put_invalid_username_returns_400_problem_naming_it(
-    users: SimpleNamespace, client: Any, models: ModuleType
-) -> None:
-    created = create(users, client, models, "cosmo")
-
-    response = users.update_user.sync_detailed(
-        created.id, client=client, body=models.UserWrite(username="no spaces")
-    )
-
-    assert response.status_code == 400
-    assert isinstance(response.parsed, models.Problem)
-    assert [issue.pointer for issue in response.parsed.errors] == ["/username"]
-
-
-def test_put_unknown_user_returns_404_problem(
-    users: SimpleNamespace, client: Any, models: ModuleType
-) -> None:
-    response = users.update_user.sync_detailed(
-        999, client=client, body=models.UserWrite(username="kramer")
-    )
-
-    assert response.status_code == 404
-    assert isinstance(response.parsed, models.Problem)
-    assert response.parsed.detail == "User 999 does not exist."
-
-
-def test_put_taken_username_returns_409_problem(
-    users: SimpleNamespace, client: Any, models: ModuleType
-) -> None:
-    create(users, client, models, "cosmo")
+    """401, 400, 404, 409 and 412, each parsed into the spec's Problem, its fields read."""
+    cosmo = create(users, client, models, "cosmo")
     elaine = create(users, client, models, "elaine")
 
-    response = users.update_user.sync_detailed(
-        elaine.id, client=client, body=models.UserWrite(username="COSMO")
-    )
+    def put(user_id: int, username: str, **options: Any) -> Any:
+        body = models.UserWrite(username=username)
+        return users.update_user.sync_detailed(user_id, client=client, body=body, **options)
 
-    assert response.status_code == 409
-    assert isinstance(response.parsed, models.Problem)
-    assert response.parsed.type_ == "/problems/username-taken"
-    assert response.parsed.title == "Conflict"
+    unauthorized = users.get_user.sync_detailed(cosmo.id, client=public)
+    invalid = put(cosmo.id, "no spaces")
+    missing = put(999, "kramer")
+    taken = put(elaine.id, "COSMO")
+    read = users.get_user.sync_detailed(cosmo.id, client=client)
+    put(cosmo.id, "kramer")
+    stale = put(cosmo.id, "newman", if_match=read.headers["etag"])
 
-
-def test_put_with_a_stale_etag_returns_412_problem(
-    users: SimpleNamespace, client: Any, models: ModuleType
-) -> None:
-    created = create(users, client, models, "cosmo")
-    read = users.get_user.sync_detailed(created.id, client=client)
-    users.update_user.sync_detailed(
-        created.id, client=client, body=models.UserWrite(username="kramer")
-    )
-
-    response = users.update_user.sync_detailed(
-        created.id,
-        client=client,
-        body=models.UserWrite(username="newman"),
-        if_match=read.headers["etag"],
-    )
-
-    assert response.status_code == 412
-    assert isinstance(response.parsed, models.Problem)
-    assert users.get_user.sync(created.id, client=client).username == "kramer"
-
-
-def test_delete_returns_204_and_the_user_is_gone(
-    users: SimpleNamespace, client: Any, models: ModuleType
-) -> None:
-    created = create(users, client, models, "cosmo")
-
-    response = users.delete_user.sync_detailed(created.id, client=client)
-
-    assert response.status_code == 204
-    assert response.parsed is None
-    assert users.get_user.sync_detailed(created.id, client=client).status_code == 404
+    answers = [unauthorized, invalid, missing, taken, stale]
+    assert [answer.status_code for answer in answers] == [401, 400, 404, 409, 412]
+    assert all(isinstance(answer.parsed, models.Problem) for answer in answers)
+    assert unauthorized.parsed.title == "Unauthorized"
+    assert [issue.pointer for issue in invalid.parsed.errors] == ["/username"]
+    assert missing.parsed.detail == "User 999 does not exist."
+    assert (taken.parsed.type_, taken.parsed.title) == ("/problems/username-taken", "Conflict")
+    assert users.get_user.sync(cosmo.id, client=client).username == "kramer"
