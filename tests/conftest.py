@@ -48,19 +48,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 UNLIMITED = "1000000/second"
 
 
-@pytest.fixture(params=APP_FLAVOURS)
-def app(request: pytest.FixtureRequest, store: UserStore) -> AbstractApp:
+def app_settings(flavour: str) -> Settings:
     """Both flavours, Connexion's FlaskApp and its AsyncApp, pass the same suites. No rate limit
     refuses them: a 429 in one of schemathesis's sequences, and not in its replay, would fail it
     as flaky (the rate limits have tests of their own)."""
-    settings = Settings(
+    return Settings(
         api_keys=(API_KEY,),
         validate_responses=True,
-        app=request.param,
+        app=flavour,
         rate_limit_writes=UNLIMITED,
         rate_limit_requests=UNLIMITED,
     )
-    return create_app(settings, store=store)
+
+
+@pytest.fixture(params=APP_FLAVOURS)
+def app(request: pytest.FixtureRequest, store: UserStore) -> AbstractApp:
+    return create_app(app_settings(request.param), store=store)
 
 
 @pytest.fixture

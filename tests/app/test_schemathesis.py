@@ -4,6 +4,8 @@ stateful phase that follows the spec's links. Settings are in schemathesis.toml.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import hypothesis
 import pytest
@@ -11,9 +13,33 @@ import schemathesis
 from connexion import AbstractApp
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from tests.conftest import app_settings
+from tests.support.stores import fresh_store
+from users_api.app import create_app
 from users_api.store import UserStore
 
 api = schemathesis.pytest.from_fixture("api_schema")
+
+PAIRS = [("async", "memory"), ("flask", "sqlite")]
+"""Each app class and each store once: the four pairs took half of `make check`, and the other
+suites run every pair (the store contract runs every store; app/ runs both app classes)."""
+
+
+@pytest.fixture(params=PAIRS, ids=["-".join(pair) for pair in PAIRS])
+def pair(request: pytest.FixtureRequest) -> tuple[str, str]:
+    flavour, backend = request.param
+    return flavour, backend
+
+
+@pytest.fixture
+def store(pair: tuple[str, str], tmp_path: Path) -> Iterator[UserStore]:
+    with fresh_store(pair[1], tmp_path) as store:
+        yield store
+
+
+@pytest.fixture
+def app(pair: tuple[str, str], store: UserStore) -> AbstractApp:
+    return create_app(app_settings(pair[0]), store=store)
 
 
 @pytest.fixture
