@@ -1,21 +1,29 @@
-# `make run` serves the API; `make test` runs every check; `make bench` measures it against its
+# `make run` serves the API; `make test` runs every check; `make check` is its fast part (the
+# linters, mypy and every test but tests/deployment/); `make bench` measures it against its
 # peers (BENCH_ARGS=--quick for a smoke run, --full for everything); `make dist` builds the sdist
 # and the wheel into dist/. Each sets up .venv first.
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALL := $(BIN)/pip install --quiet --config-settings editable_mode=strict -e
 
-.PHONY: run test lint-spec bench dist
+.PHONY: run check test lint-spec bench dist
 
 run: $(VENV)/.service
 	$(BIN)/users-api serve --demo
 
-test: lint-spec $(VENV)/.tests
+# The loop to run every minute: no browser, nginx, Prometheus, wheel build or Node, the tests
+# on both cores (each has its own ports, files and PostgreSQL schema).
+check: $(VENV)/.tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest --ignore=tests/test_schemathesis.py
-	$(BIN)/pytest tests/test_schemathesis.py  # alone: see its docstring
+	$(BIN)/pytest -n 2 -m "not deployment" --ignore=tests/app/test_schemathesis.py
+	$(BIN)/pytest tests/app/test_schemathesis.py  # alone: see its docstring
+
+# Everything: the spec's lints, `check`, then tests/deployment/ one at a time (they time what
+# nginx and the instances behind it do, and share one built wheel).
+test: lint-spec check
+	$(BIN)/pytest -m deployment
 
 # wrk from Debian's packages, if it is missing (as root, like .ci/run installs Chromium).
 bench: $(VENV)/.bench

@@ -1,0 +1,126 @@
+"""Settings: each declared once in `Settings`, read from its flag, else its USERS_* variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from users_api.cli import main, users_api
+from users_api.settings import SERVE, Settings, SettingsError, readme_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_need_no_environment() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_environment_variables_set_each_field() -> None:
+    environ = {
+        "USERS_HOST": "0.0.0.0",
+        "USERS_PORT": "9000",
+        "USERS_STORE_URL": "memory://",
+        "USERS_API_KEYS": "old, new,",
+        "USERS_MAX_BODY_BYTES": "1024",
+        "USERS_VALIDATE_RESPONSES": "true",
+        "USERS_POOL_SIZE": "12",
+        "USERS_SQLITE_SYNCHRONOUS": "normal",
+        "USERS_SQLITE_BUSY_TIMEOUT_MS": "250",
+        "USERS_METRICS_NETWORKS": "10.0.0.0/8, ::1",
+        "USERS_APP": "flask",
+    }
+    settings = Settings.from_env(environ)
+    assert (settings.host, settings.port, settings.max_body_bytes) == ("0.0.0.0", 9000, 1024)
+    assert (settings.pool_size, settings.sqlite_synchronous) == (12, "NORMAL")
+    assert settings.sqlite_busy_timeout_ms == 250
+    assert settings.api_keys == ("old", "new")
+    assert settings.metrics_networks == ("10.0.0.0/8", "::1")
+    assert settings.validate_responses is True
+    assert settings.app == "flask"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"USERS_PORT": "eighty"}, "USERS_PORT: 'eighty' is not a valid integer"),
+        ({"USERS_WORKERS": "0"}, "USERS_WORKERS: 0 is not in the range x>=1"),
+        ({"USERS_IDEMPOTENCY_RETENTION_HOURS": "0"}, "USERS_IDEMPOTENCY_RETENTION_HOURS: 0"),
+        ({"USERS_IDEMPOTENCY_RETENTION_HOURS": "100000000"}, "1<=x<=87840"),
+        ({"USERS_VALIDATE_RESPONSES": "maybe"}, "USERS_VALIDATE_RESPONSES: 'maybe' is not"),
+        ({"USERS_SQLITE_SYNCHRONOUS": "OFF"}, "USERS_SQLITE_SYNCHRONOUS: 'OFF' is not one of"),
+        ({"USERS_APP": "django"}, "USERS_APP: 'django' is not one of 'async', 'flask'"),
+        ({"USERS_RATE_LIMIT_WRITES": "lots"}, "USERS_RATE_LIMIT_WRITES: "),
+        ({"USERS_METRICS_NETWORKS": "10.0.0.0/8,localhost"}, "not 'localhost'"),
+        ({"USERS_STORE_URL": "sqlite:/tmp/x.db"}, "unknown store URL 'sqlite:/tmp/x.db'"),
+    ],
+)
+def test_a_bad_variable_is_refused_by_name(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(environ)
+
+
+def test_flags_override_the_environment() -> None:
+    flags = {"port": 9001, "metrics_networks": ("a::/64", "::1")}
+    environ = {"USERS_PORT": "9000", "USERS_METRICS_NETWORKS": "10.0.0.0/8"}
+    settings = Settings.parse(SERVE, flags, environ)
+    assert settings.port == 9001
+    assert settings.metrics_networks == ("a::/64", "::1")
+
+
+def test_unset_flags_keep_the_environment() -> None:
+    assert (
+        Settings.parse(SERVE, {"port": None, "cors_origins": ()}, {"USERS_PORT": "9000"}).port
+        == 9000
+    )
+
+
+def test_to_env_round_trips_through_from_env() -> None:
+    settings = Settings(
+        port=9000, api_keys=("a", "b"), validate_responses=True, workers=2, app="flask"
+    )
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_every_setting_but_the_plain_keys_has_a_flag_on_serve() -> None:
+    serve = users_api.commands["serve"]
+    given = {param.name for param in serve.params}
+    assert given == {field for field in Settings.__dataclass_fields__} - {"api_keys"} | {"demo"}
+
+
+def test_store_settings_apply_to_every_database_command() -> None:
+    for command in ("migrate", "export", "import"):
+        given = {param.name for param in users_api.commands[command].params}
+        assert {"store_url", "pool_size", "sqlite_synchronous"} <= given
+        assert "port" not in given
+
+
+def test_the_readme_table_is_the_declarations() -> None:
+    """Run `python -c 'from users_api.settings import readme_table; print(readme_table())'` and
+    paste its output into the README when a setting changes."""
+    readme = README.read_text()
+    for row in readme_table().splitlines():
+        assert row in readme, f"the README's settings table lacks or differs in: {row}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:/tmp/x.db", "sqlite:relative.db", "postgresql:/nohost", "sqlite:///", "redis://x"],
+)
+@pytest.mark.parametrize("command", ["serve", "migrate", "export", "import"])
+def test_a_malformed_store_url_is_one_line_and_exit_2(
+    command: str, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [command, "--store", url] + (["users.jsonl"] if command in {"export", "import"} else [])
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("users-api: error: ") and url in line
+
+
+def test_a_sqlite_file_in_a_missing_folder_is_refused_not_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    assert main(["migrate", "--store", f"sqlite:///{missing}/x.db"]) == 2
+    assert f"the folder {missing} of" in capsys.readouterr().err
+    assert not missing.exists()
