@@ -9,7 +9,7 @@ import pytest
 from users_api.cli import main, users_api
 from users_api.settings import SERVE, Settings, SettingsError, readme_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SETTINGS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def test_defaults_need_no_environment() -> None:
@@ -97,10 +97,10 @@ def test_store_settings_apply_to_every_database_command() -> None:
 
 def test_the_readme_table_is_the_declarations() -> None:
     """Run `python -c 'from users_api.settings import readme_table; print(readme_table())'` and
-    paste its output into the README when a setting changes."""
-    readme = README.read_text()
+    paste its output into docs/settings.md when a setting changes."""
+    readme = SETTINGS_PAGE.read_text()
     for row in readme_table().splitlines():
-        assert row in readme, f"the README's settings table lacks or differs in: {row}"
+        assert row in readme, f"docs/settings.md lacks or differs in: {row}"
 
 
 @pytest.mark.parametrize(
