@@ -60,12 +60,18 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
 ) -> None:
     with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
         proxy.stall()
+        # More requests in flight than the pool has connections (5); a Request object apiece,
+        # since httpx writes to one as it sends it.
         requests = [
-            httpx.Request("GET", f"{server.url}/users/1", headers=AUTH),
-            httpx.Request("PUT", f"{server.url}/users/1", json={"username": "x"}, headers=AUTH),
-            httpx.Request("POST", f"{server.url}/users", json={"username": "y"}, headers=AUTH),
-            httpx.Request("GET", f"{server.url}/users", headers=AUTH),
-        ] * 5  # more requests in flight than the pool has connections (5)
+            request
+            for _ in range(5)
+            for request in (
+                httpx.Request("GET", f"{server.url}/users/1", headers=AUTH),
+                httpx.Request("PUT", f"{server.url}/users/1", json={"username": "x"}, headers=AUTH),
+                httpx.Request("POST", f"{server.url}/users", json={"username": "y"}, headers=AUTH),
+                httpx.Request("GET", f"{server.url}/users", headers=AUTH),
+            )
+        ]
         with ThreadPoolExecutor(len(requests)) as clients:
             answers = list(clients.map(timed, requests))
         for response, seconds in answers:
@@ -86,7 +92,7 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
 def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavour: str) -> None:
     with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
         proxy.stall()
-        stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH)] * 15
+        stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH) for _ in range(15)]
         # The probe's client is made first: 15 others being made at once (each loads TLS
         # certificates) took the probe's own over a second on a loaded machine.
         with ThreadPoolExecutor(len(stuck) + 1) as clients, httpx.Client(timeout=30) as probe:
