@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +34,9 @@ def bounced_url() -> Iterator[str]:
 def backend(bounced_url: str) -> Iterator[Blocking]:
     """The contract's backend: an empty store through PgBouncer."""
     _empty(bounced_url)
-    store = PostgresStore(bounced_url, StoreOptions(prepared_statements=False))
-    yield Blocking(store)
-    asyncio.run(store.close())
+    blocking = Blocking(PostgresStore(bounced_url, StoreOptions(prepared_statements=False)))
+    yield blocking
+    blocking.close()
 
 
 def test_two_instances_through_pgbouncer_lose_no_update(tmp_path: Path, bounced_url: str) -> None:

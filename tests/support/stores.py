@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+import weakref
+from collections.abc import Collection, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, make_url, text
 
@@ -16,6 +18,8 @@ from users_api.store import IdempotencyKey, StoreOptions, User, UserStore
 from users_api.store.memory import MemoryStore
 from users_api.store.postgres import PostgresStore
 from users_api.store.sql import SQLStore
+
+T = TypeVar("T")
 
 POSTGRES_URL = os.environ.get(
     "USERS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -83,41 +87,67 @@ def postgres_schema() -> Iterator[str]:
 
 
 class Blocking:
-    """A store's coroutines, each run to its end in a loop of its own: the contract suite drives
-    every backend through this, from plain test functions and from threads racing each other."""
+    """A store's coroutines, each run to its end on an event loop that the calling thread keeps,
+    as a server keeps its loop: the contract suite drives every backend through this, from plain
+    test functions and from threads racing each other. A loop per call would open a PostgreSQL
+    connection per call (the store's pool is per loop), which is no server's way and slow.
+    `close` closes the store, then every thread's loop and the pool it kept."""
 
     def __init__(self, store: UserStore) -> None:
         self.store = store
+        self._runners: dict[int, asyncio.Runner] = {}
+        self._runners_lock = threading.Lock()
+        self._close_loops = weakref.finalize(self, _close_runners, self._runners)
+        """At `close`, or when this is collected unclosed: no loop outlives its test."""
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        thread = threading.get_ident()
+        with self._runners_lock:
+            runner = self._runners.get(thread)
+            if runner is None:
+                # A factory keeps the loop off the thread's current one, which asyncio.run resets.
+                runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+                self._runners[thread] = runner
+        return runner.run(call)
 
     def create(self, *, username: str) -> User:
-        return asyncio.run(self.store.create(username=username))
+        return self._run(self.store.create(username=username))
 
     def create_once(self, *, username: str, key: IdempotencyKey) -> tuple[User, bool]:
-        return asyncio.run(self.store.create_once(username=username, key=key))
+        return self._run(self.store.create_once(username=username, key=key))
 
     def get(self, user_id: int) -> User:
-        return asyncio.run(self.store.get(user_id))
+        return self._run(self.store.get(user_id))
 
     def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
-        return asyncio.run(self.store.list(after=after, limit=limit, username=username))
+        return self._run(self.store.list(after=after, limit=limit, username=username))
 
     def update(
         self, user_id: int, *, username: str, expected_versions: Collection[int] | None = None
     ) -> User:
         update = self.store.update(user_id, username=username, expected_versions=expected_versions)
-        return asyncio.run(update)
+        return self._run(update)
 
     def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
-        asyncio.run(self.store.delete(user_id, expected_versions=expected_versions))
+        self._run(self.store.delete(user_id, expected_versions=expected_versions))
 
     def add_all(self, users: Iterable[User], *, last_id: int = 0, check_only: bool = False) -> int:
-        return asyncio.run(self.store.add_all(users, last_id=last_id, check_only=check_only))
+        return self._run(self.store.add_all(users, last_id=last_id, check_only=check_only))
 
     def last_id(self) -> int:
-        return asyncio.run(self.store.last_id())
+        return self._run(self.store.last_id())
 
     def check(self) -> None:
-        asyncio.run(self.store.check())
+        self._run(self.store.check())
 
     def close(self) -> None:
-        asyncio.run(self.store.close())
+        self._run(self.store.close())
+        self._close_loops()
+
+
+def _close_runners(runners: dict[int, asyncio.Runner]) -> None:
+    """Each loop shuts down its async generators as it closes: the PostgreSQL store's pool on
+    that loop is closed then."""
+    for runner in runners.values():
+        runner.close()
+    runners.clear()

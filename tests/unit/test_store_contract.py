@@ -36,7 +36,9 @@ from users_api.store import (
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Blocking]:
     with fresh_store(request.param, tmp_path) as store:
-        yield Blocking(store)
+        blocking = Blocking(store)
+        yield blocking
+        blocking.close()
 
 
 def test_create_allocates_increasing_ids_and_version_1(backend: Blocking) -> None:
