@@ -6,23 +6,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALL := $(BIN)/pip install --quiet --config-settings editable_mode=strict -e
 
-.PHONY: run check test lint-spec bench dist
+.PHONY: run lint check test lint-spec bench dist
 
 run: $(VENV)/.service
 	$(BIN)/users-api serve --demo
 
-# The loop to run every minute: no browser, nginx, Prometheus, wheel build or Node, the tests
-# on both cores (each has its own ports, files and PostgreSQL schema).
-check: $(VENV)/.tests
+# The linters and mypy, which both of the next two run first.
+lint: $(VENV)/.tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 -m "not deployment" --ignore=tests/app/test_schemathesis.py
-	$(BIN)/pytest tests/app/test_schemathesis.py  # alone: see its docstring
 
-# Everything: the spec's lints, `check`, then tests/deployment/ one at a time (they time what
-# nginx and the instances behind it do, and share one built wheel).
-test: lint-spec check
+# The loop to run every minute: no browser, nginx, Prometheus, wheel build or Node, the tests
+# on both cores (each has its own ports, files and PostgreSQL schema). The `check` profile
+# (tests/support/profile.py) runs every test, the load, soak and race tests and hypothesis's
+# searches at a smaller size: a few seconds each, not tens.
+check: lint
+	USERS_TEST_PROFILE=check $(BIN)/pytest -n 2 -m "not deployment" \
+		--ignore=tests/app/test_schemathesis.py
+	USERS_TEST_PROFILE=check $(BIN)/pytest tests/app/test_schemathesis.py  # alone: its docstring
+
+# Everything: the spec's lints, the linters, the same tests at their full size, then
+# tests/deployment/ one at a time (they time what nginx and the instances behind it do, and
+# share one built wheel).
+test: lint-spec lint
+	$(BIN)/pytest -n 2 -m "not deployment" --ignore=tests/app/test_schemathesis.py
+	$(BIN)/pytest tests/app/test_schemathesis.py
 	$(BIN)/pytest -m deployment
 
 # wrk from Debian's packages, if it is missing (as root, like .ci/run installs Chromium).

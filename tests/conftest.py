@@ -12,14 +12,22 @@ from pathlib import Path
 
 import pytest
 from connexion import AbstractApp
+from hypothesis import settings
 from starlette.testclient import TestClient
 
 from tests.support.api import API_KEY
 from tests.support.installed import Installed, build_and_install
+from tests.support.profile import PROFILE
 from tests.support.stores import fresh_store
 from users_api.app import create_app
 from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store import UserStore
+
+# A property test that names no count of its own tries this many examples (each of today's
+# names one, through `scaled`). Not "ci": that is hypothesis's own profile, which it loads in CI.
+settings.register_profile("full", max_examples=100)
+settings.register_profile("check", max_examples=20)
+settings.load_profile(PROFILE)
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +78,4 @@ def app(request: pytest.FixtureRequest, store: UserStore) -> AbstractApp:
 def client(app: AbstractApp) -> TestClient:
     """Calls from loopback, as the operator's own machine would."""
     return app.test_client(client=("127.0.0.1", 50000))
+

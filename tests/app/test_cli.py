@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.api import API_KEY, AUTH, assert_problem
+from tests.support.profile import scaled
 from tests.support.stores import Blocking, fresh_store_url, migrated, postgres_schema
 from users_api.app import create_app
 from users_api.cli import main
@@ -403,7 +404,7 @@ def test_import_quotes_no_more_than_a_prefix_of_a_huge_value(
     assert max(map(len, said)) < 1000
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled(60, 10), deadline=None)
 @given(
     field=st.sampled_from(["id", "username", "created_at", "version", None]),
     value=st.text(min_size=QUOTED, max_size=5000).map(lambda text: text + " ")  # never valid

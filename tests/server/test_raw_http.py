@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.api import API_KEY, AUTH
+from tests.support.profile import scaled
 from tests.support.servers import Server, serve
 
 UNLIMITED = {
@@ -138,7 +139,7 @@ def server(
 
 @settings(
     derandomize=True,  # the same requests on every run: CI stays repeatable
-    max_examples=300,
+    max_examples=scaled(300, 60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
