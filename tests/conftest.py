@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from tests.support.api import API_KEY
 from tests.support.installed import Installed, build_and_install
 from tests.support.profile import PROFILE
-from tests.support.stores import fresh_store
+from tests.support.stores import StoreSlot, fresh_store
 from users_api.app import create_app
 from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store import UserStore
@@ -79,3 +79,19 @@ def client(app: AbstractApp) -> TestClient:
     """Calls from loopback, as the operator's own machine would."""
     return app.test_client(client=("127.0.0.1", 50000))
 
+
+_KEPT_APPS: dict[str, tuple[AbstractApp, StoreSlot]] = {}
+
+
+@pytest.fixture(params=APP_FLAVOURS)
+def kept_app(request: pytest.FixtureRequest, store: UserStore) -> Iterator[AbstractApp]:
+    """The `app` fixture's app, built once per flavour and kept, over this test's own fresh
+    store: for the suites that read nothing an app keeps across requests (metrics, rate limits),
+    where building an app apiece was most of their time."""
+    flavour: str = request.param
+    if flavour not in _KEPT_APPS:
+        slot = StoreSlot()
+        _KEPT_APPS[flavour] = (create_app(app_settings(flavour), store=slot), slot)
+    app, slot = _KEPT_APPS[flavour]
+    with slot.holding(store):
+        yield app

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from connexion import AbstractApp
 from httpx import Response
 from starlette.testclient import TestClient
 
@@ -16,6 +17,12 @@ from users_api.store import User, UserStore
 
 JSON = {"Content-Type": "application/json"}
 Put = Callable[..., Response]
+
+
+@pytest.fixture
+def client(kept_app: AbstractApp) -> TestClient:
+    """Nothing here reads what an app keeps across tests: one app per flavour serves them all."""
+    return kept_app.test_client(client=("127.0.0.1", 50000))
 
 
 @pytest.fixture

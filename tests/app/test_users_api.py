@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from connexion import AbstractApp
 from starlette.testclient import TestClient
 
 from tests.support.api import AUTH, assert_problem
 from users_api.app import create_app
 from users_api.settings import Settings
 from users_api.store import UserStore
+
+
+@pytest.fixture
+def client(kept_app: AbstractApp) -> TestClient:
+    """Nothing here reads what an app keeps across tests: one app per flavour serves them all."""
+    return kept_app.test_client(client=("127.0.0.1", 50000))
 
 
 def create(client: TestClient, username: str) -> dict[str, Any]:

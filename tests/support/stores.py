@@ -106,6 +106,26 @@ def postgres_schema() -> Iterator[str]:
         admin.dispose()
 
 
+class StoreSlot:
+    """Stands in for the store of the test running now, behind an app that outlives the test."""
+
+    def __init__(self) -> None:
+        self._store: UserStore | None = None
+
+    @contextmanager
+    def holding(self, store: UserStore) -> Iterator[None]:
+        self._store = store
+        try:
+            yield
+        finally:
+            self._store = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store is None:
+            raise AssertionError("the app was called outside a test that gave it a store")
+        return getattr(self._store, name)
+
+
 class Blocking:
     """A store's coroutines, each run to its end on an event loop that the calling thread keeps,
     as a server keeps its loop: the contract suite drives every backend through this, from plain
