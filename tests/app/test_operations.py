@@ -162,7 +162,7 @@ def test_with_redis_down_or_stalled_requests_pass_unlimited_soon_and_are_counted
             elapsed = time.monotonic() - started
             counted = metric(client, "users_rate_limit_storage_failures_total")
     assert statuses == [201] * 5
-    assert elapsed < 5 * 0.5, elapsed  # each waited about the timeout, at most
+    assert elapsed < 3 * 5 * 0.2, elapsed  # each waited the timeout at most: 3 times that
     assert counted == 5
     warnings = [r for r in caplog.records if r.getMessage().startswith("rate limits are off")]
     assert len(warnings) == 1

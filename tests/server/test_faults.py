@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.support.api import API_KEY, AUTH, assert_problem
 from tests.support.faults import Proxy, proxy_to
-from tests.support.servers import Server, serve
+from tests.support.servers import Server, requests_in_flight, serve, wait_for
 from tests.support.stores import migrated, postgres_schema, sql_engine
 from users_api.app import create_app
 from users_api.handlers.problem_types import UNAVAILABLE, WRITE_OUTCOME_UNKNOWN
@@ -32,13 +33,15 @@ TIMEOUT_MS = 1000
 
 
 @contextmanager
-def serving_through_a_proxy(tmp_path: Path, flavour: str) -> Iterator[tuple[Server, Proxy]]:
+def serving_through_a_proxy(
+    tmp_path: Path, flavour: str, timeout_ms: int = TIMEOUT_MS
+) -> Iterator[tuple[Server, Proxy]]:
     """A server over PostgreSQL, reached through a proxy the test can stall or kill."""
     with postgres_schema() as url:
         database = make_url(url)
         with proxy_to(database.port or 5432) as proxy:
             through = database.set(port=proxy.port).render_as_string(hide_password=False)
-            store = ("--store", through, "--store-timeout-ms", str(TIMEOUT_MS))
+            store = ("--store", through, "--store-timeout-ms", str(timeout_ms))
             with serve(tmp_path, *store, "--app", flavour) as server:
                 created = httpx.post(
                     f"{server.url}/users", json={"username": "cosmo"}, headers=AUTH
@@ -82,7 +85,7 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
             assert seconds < 3 * 2 * TIMEOUT_MS / 1000, seconds
         ready, seconds = timed(httpx.Request("GET", f"{server.url}/readyz"))
         assert ready.status_code == 503
-        assert seconds < 2.0, seconds
+        assert seconds < CHECK_TIMEOUT_SECONDS * 3, seconds
         assert "the database did not answer within 1000 ms" in server.output()
         proxy.resume()
         assert _eventually_ok(server), "the service did not recover when the database did"
@@ -90,19 +93,27 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
 def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavour: str) -> None:
-    with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
+    # The stuck requests wait 3 s for the database: a probe queued behind them would take that
+    # long, one answered at once takes a small part of it (a third is the bound).
+    stuck_ms = 3000
+    with serving_through_a_proxy(tmp_path, flavour, stuck_ms) as (server, proxy):
         proxy.stall()
         stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH) for _ in range(15)]
         # The probe's client is made first: 15 others being made at once (each loads TLS
         # certificates) took the probe's own over a second on a loaded machine.
         with ThreadPoolExecutor(len(stuck) + 1) as clients, httpx.Client(timeout=30) as probe:
+            before = requests_in_flight(server)
             in_flight = [clients.submit(timed, request) for request in stuck]
-            time.sleep(0.2)
+            wait_for(
+                lambda: requests_in_flight(server) >= before + len(stuck),
+                "the stuck requests to reach the server",
+                seconds=10,
+            )
             started = time.monotonic()
             alive = probe.get(f"{server.url}/healthz")
             seconds = time.monotonic() - started
             assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
-            assert seconds < 0.5, seconds
+            assert seconds < stuck_ms / 1000 / 3, seconds
             # Not queued behind the stuck requests: within the readiness check's own second.
             ready, seconds = timed(httpx.Request("GET", f"{server.url}/readyz"))
             assert ready.status_code == 503
@@ -113,13 +124,15 @@ def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavo
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
 def test_with_postgresql_gone_requests_get_503_at_once(tmp_path: Path, flavour: str) -> None:
-    with serving_through_a_proxy(tmp_path, flavour) as (server, proxy):
+    # At once: in a third of the store timeout, which a refused connection need not wait out.
+    timeout_ms = 3000
+    with serving_through_a_proxy(tmp_path, flavour, timeout_ms) as (server, proxy):
         proxy.process.kill()
         proxy.process.wait()
         for _ in range(3):
             response, seconds = timed(httpx.Request("GET", f"{server.url}/users/1", headers=AUTH))
             assert (response.status_code, response.headers["Retry-After"]) == (503, "1")
-            assert seconds < 1.0, seconds
+            assert seconds < timeout_ms / 1000 / 3, seconds
 
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
@@ -136,7 +149,12 @@ def test_with_its_sqlite_file_removed_or_replaced_writes_and_readiness_get_503(
             database.write_bytes(b"")
         write = httpx.post(f"{server.url}/users", json={"username": "kramer"}, headers=AUTH)
         update = httpx.put(f"{server.url}/users/1", json={"username": "x"}, headers=AUTH)
-        time.sleep(CHECK_EVERY_SECONDS)  # past the last readiness answer
+        # Readiness asks again once its last answer is a second old.
+        wait_for(
+            lambda: httpx.get(f"{server.url}/readyz").status_code == 503,
+            "readiness to see the file gone",
+            seconds=CHECK_EVERY_SECONDS * 10,
+        )
         ready = httpx.get(f"{server.url}/readyz")
     for response in (write, update, ready):
         assert (response.status_code, response.headers["Retry-After"]) == (503, "1")
@@ -159,7 +177,10 @@ def test_readiness_asks_the_database_at_most_once_a_second(
             await asyncio.sleep(0.01)
 
     asyncio.run(probe_often())
-    assert len(asked) == 3  # at 0 s, 1 s and 2 s
+    # At 0 s, 1 s and 2 s; a loop starved by a loaded machine may have missed the last.
+    assert 2 <= len(asked) <= 3, asked
+    gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
+    assert all(gap >= CHECK_EVERY_SECONDS * 0.99 for gap in gaps), gaps
     asyncio.run(store.close())
 
 
@@ -300,7 +321,7 @@ def test_a_postgresql_write_that_outlasts_its_deadline_is_of_unknown_outcome() -
     """Sent, then held inside the database past the deadline: the client cannot be told nothing
     changed, and the store serves on once the database does."""
     with postgres_schema() as url:
-        store = migrated(url, timeout_ms=200)
+        store = migrated(url, timeout_ms=500)
         client = create_app(Settings(api_keys=(API_KEY,)), store=store).test_client()
         with creates_held_back(url):
             started = time.monotonic()
@@ -308,7 +329,7 @@ def test_a_postgresql_write_that_outlasts_its_deadline_is_of_unknown_outcome() -
             answered = time.monotonic() - started
         problem = assert_problem(response, 503, WRITE_OUTCOME_UNKNOWN)
         assert "may or may not have been made" in problem["detail"]
-        assert answered < 0.2 * 3
+        assert answered < 0.5 * 3
         retried = client.post("/users", json={"username": "elaine"}, headers=AUTH)
         assert retried.status_code == 201, retried.text
         asyncio.run(store.close())

@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from tests.support.api import API_KEY, AUTH, assert_problem
-from tests.support.servers import LOAD, serve
+from tests.support.servers import LOAD, serve, wait_for
 from tests.support.stores import fresh_store_url, postgres_schema
 from users_api.handlers.problem_types import IDEMPOTENCY_KEY_IN_USE
 from users_api.store.postgres import TAKE_CREATE_TURN
@@ -30,7 +31,11 @@ def keyed(key: str = KEY, api_key: str = API_KEY) -> dict[str, str]:
 def test_a_repeat_while_the_first_is_in_flight_gets_409_then_its_outcome(tmp_path: Path) -> None:
     """PostgreSQL: another session holds the creates' turn, so the first create waits inside its
     transaction, holding its key."""
-    with postgres_schema() as url, serve(tmp_path, "--store", url) as server:
+    name = f"repeat-{uuid.uuid4().hex[:8]}"  # the server's sessions, in pg_stat_activity
+    with (
+        postgres_schema() as url,
+        serve(tmp_path, "--store", f"{url}&application_name={name}") as server,
+    ):
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         post = lambda: httpx.post(  # noqa: E731
             f"{server.url}/users",
@@ -38,11 +43,15 @@ def test_a_repeat_while_the_first_is_in_flight_gets_409_then_its_outcome(tmp_pat
             headers=keyed(api_key=API_KEY),
             timeout=30,
         )
-        with engine.connect() as blocker:
+        # The watcher in autocommit: each look at pg_stat_activity is a fresh one.
+        with engine.connect() as blocker, engine.connect() as watcher:
+            watcher.execution_options(isolation_level="AUTOCOMMIT")
             blocker.execute(text(TAKE_CREATE_TURN))
             with ThreadPoolExecutor(1) as pool:
                 first = pool.submit(post)
-                time.sleep(0.5)
+                wait_for(
+                    lambda: _waiting_for_a_lock(watcher, name) == 1, "the first create to wait"
+                )
                 in_flight = post()
                 blocker.rollback()
                 first_response = first.result(timeout=10)
@@ -91,3 +100,15 @@ def test_retries_across_two_workers_and_a_restart_create_one_user(
     assert after_restart == created[0]
     assert [user["id"] for user in users] == [created[0]["id"]]
     print(f"{backend}: {dict(answers)}")  # noqa: T201  # the closing note quotes these
+
+
+def _waiting_for_a_lock(connection: Connection, name: str) -> int:
+    """How many of the sessions named `name` wait for a lock."""
+    waiting = connection.execute(
+        text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = :name AND wait_event_type = 'Lock'"
+        ),
+        {"name": name},
+    )
+    return int(waiting.scalar_one())

@@ -30,6 +30,7 @@ from tests.support.servers import (
     Server,
     assert_the_seeds_put_answers_200_400_and_404,
     free_port,
+    requests_in_flight,
     serve,
     wait_for,
     wait_until_up,
@@ -55,6 +56,7 @@ def test_the_seeds_put_answers_200_400_and_404_over_http(tmp_path: Path, flavour
 
 def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(server: Server) -> None:
     body = b'{"username": "cosmo"}'
+    before = requests_in_flight(server)
     with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
         sock.sendall(
             b"POST /users HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer "
@@ -63,7 +65,7 @@ def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(server: Server) -
             b"Content-Type: application/json\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5]
         )
-        time.sleep(0.3)
+        wait_for(lambda: requests_in_flight(server) > before, "the POST to be in flight")
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         sock.sendall(body[5:])
@@ -79,12 +81,13 @@ def test_sigterm_waits_no_longer_than_the_grace_period_then_closes_the_store(
     with serve(tmp_path, "--shutdown-grace-seconds", "1", "--app", flavour, *LOAD) as running:
         httpx.post(f"{running.url}/users", json={"username": "cosmo"}, headers=AUTH)
         assert (tmp_path / "users.db-wal").exists()
+        before = requests_in_flight(running)
         with socket.create_connection(("127.0.0.1", int(running.url.rsplit(":", 1)[1]))) as sock:
             sock.sendall(  # a request whose body never arrives
                 b"POST /users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100\r\n\r\n{"
             )
-            time.sleep(0.3)
+            wait_for(lambda: requests_in_flight(running) > before, "the POST to be in flight")
             stopping = time.monotonic()
             running.process.send_signal(signal.SIGTERM)
             assert running.process.wait(timeout=15) == 0

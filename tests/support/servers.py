@@ -122,6 +122,14 @@ def running(command: list[str], log: Path | None = None) -> Iterator[subprocess.
         process.wait()
 
 
+def requests_in_flight(server: Server) -> float:
+    """How many requests the server is answering now, by its /metrics (this scrape included)."""
+    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("users_http_requests_in_flight "):
+            return float(line.rpartition(" ")[2])
+    raise AssertionError("/metrics has no users_http_requests_in_flight")
+
+
 def wait_for(check: Callable[[], bool], what: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import pytest
+from asyncpg import Connection
 from sqlalchemy import text
 
 from tests.support.stores import Blocking, migrated, postgres_schema, sql_engine
@@ -22,8 +24,14 @@ def test_a_call_waits_for_a_busy_pool_within_the_store_timeout() -> None:
         async def scenario() -> tuple[BaseException | None, float, str]:
             user = await store.create(username="cosmo")
             hold = "SET statement_timeout = 0; SELECT pg_sleep(1.2); RESET statement_timeout"
-            busy = asyncio.create_task(store._call(lambda db: db.execute(hold), unbounded=True))
-            await asyncio.sleep(0.1)  # it has the pool's one connection now
+            holding = asyncio.Event()
+
+            def hold_the_connection(db: Connection) -> Awaitable[str]:
+                holding.set()  # called once the call has the pool's one connection
+                return db.execute(hold)
+
+            busy = asyncio.create_task(store._call(hold_the_connection, unbounded=True))
+            await holding.wait()
             started = time.monotonic()
             try:
                 await store.get(user.id)
@@ -31,8 +39,8 @@ def test_a_call_waits_for_a_busy_pool_within_the_store_timeout() -> None:
             except StoreUnavailable as error:
                 refused = error
             waited = time.monotonic() - started
-            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
-            answered = await store.get(user.id)  # waits for the connection, ~0.3 s
+            await asyncio.sleep(max(0.0, 1.1 - (time.monotonic() - started)))
+            answered = await store.get(user.id)  # waits for the connection, ~0.1 s
             await busy
             await store.close()
             return refused, waited, answered.username
