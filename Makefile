@@ -22,16 +22,13 @@ lint: $(VENV)/.tests
 # (tests/support/profile.py) runs every test, the load, soak and race tests and hypothesis's
 # searches at a smaller size: a few seconds each, not tens.
 check: lint
-	USERS_TEST_PROFILE=check $(BIN)/pytest -n 2 -m "not deployment" \
-		--ignore=tests/app/test_schemathesis.py
-	USERS_TEST_PROFILE=check $(BIN)/pytest tests/app/test_schemathesis.py  # alone: its docstring
+	USERS_TEST_PROFILE=check $(BIN)/pytest -n 2 -m "not deployment"
 
 # Everything: the spec's lints, the linters, the same tests at their full size, then
 # tests/deployment/ one at a time (they time what nginx and the instances behind it do, and
 # share one built wheel).
 test: lint-spec lint
-	$(BIN)/pytest -n 2 -m "not deployment" --ignore=tests/app/test_schemathesis.py
-	$(BIN)/pytest tests/app/test_schemathesis.py
+	$(BIN)/pytest -n 2 -m "not deployment"
 	$(BIN)/pytest -m deployment
 
 # wrk from Debian's packages, if it is missing (as root, like .ci/run installs Chromium).

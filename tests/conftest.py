@@ -1,4 +1,5 @@
-"""Each test builds its own app over its own store.
+"""Each test has a store of its own, and an app of its own over it (or, in the suites that read
+nothing an app keeps across requests, the `kept_app` of its flavour).
 
 Each test is marked with its folder, what it needs to run: `unit` (no app, no server), `app`
 (the app in process), `server` (a real `users-api serve` process), `deployment` (nginx,

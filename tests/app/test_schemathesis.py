@@ -1,10 +1,12 @@
 """Schemathesis over the whole spec: every operation, positive and negative data, then the
 stateful phase that follows the spec's links. Settings are in schemathesis.toml.
 
-`make test` runs this file in a pytest process of its own: collected beside tests/test_cli.py,
-the stateful phase fails as flaky (hypothesis's FlakyStrategyDefinition, a draw of another type
-on replay), on every store and app class, though it passes alone every time; the cause is in
-hypothesis's or schemathesis's state, not found yet.
+It runs in the same pytest process as every other test. It used to run alone: collected
+beside tests/test_cli.py, the stateful phase failed as flaky (hypothesis's
+FlakyStrategyDefinition, a draw of another type on replay). On schemathesis 4.32.5 and
+hypothesis 6.170.17 it did not recur in three runs, beside test_cli.py alone and in the whole
+suite on two cores; the cause was not found. If it comes back, `make check` fails on it, and
+`pytest tests/app/test_schemathesis.py` runs the file alone.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from connexion import AbstractApp
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from tests.conftest import app_settings
+from tests.support.profile import scaled
 from tests.support.stores import fresh_store
 from users_api.app import create_app
 from users_api.store import UserStore
@@ -54,6 +57,7 @@ def api_schema(app: AbstractApp) -> OpenApiSchema:
 
 
 @api.parametrize()
+@hypothesis.settings(max_examples=scaled(100, 10))  # make check's size; the full one is the toml's
 def test_every_operation_conforms_to_the_spec(case: schemathesis.Case) -> None:
     case.call_and_validate()
 
@@ -71,7 +75,7 @@ def test_stateful_sequences_along_the_links_conform(
 
     Workflow.run(
         settings=hypothesis.settings(
-            max_examples=40,
+            max_examples=scaled(40, 10),
             stateful_step_count=8,
             derandomize=True,
             deadline=None,
