@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -93,21 +93,27 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
 def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavour: str) -> None:
-    # The stuck requests wait 3 s for the database: a probe queued behind them would take that
+    # The stuck requests wait 6 s for the database: a probe queued behind them would take that
     # long, one answered at once takes a small part of it (a third is the bound).
-    stuck_ms = 3000
-    with serving_through_a_proxy(tmp_path, flavour, stuck_ms) as (server, proxy):
+    stuck_ms = 6000
+    with (
+        serving_through_a_proxy(tmp_path, flavour, stuck_ms) as (server, proxy),
+        ExitStack() as stack,
+    ):
         proxy.stall()
         stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH) for _ in range(15)]
-        # The probe's client is made first: 15 others being made at once (each loads TLS
-        # certificates) took the probe's own over a second on a loaded machine.
-        with ThreadPoolExecutor(len(stuck) + 1) as clients, httpx.Client(timeout=30) as probe:
+        # Every client is made first: making one loads TLS certificates, which took over a
+        # second on a loaded machine, time the probe would be charged or the stuck ones spread.
+        senders = [stack.enter_context(httpx.Client(timeout=30)) for _ in stuck]
+        probe = stack.enter_context(httpx.Client(timeout=30))
+        with ThreadPoolExecutor(len(stuck)) as clients:
             before = requests_in_flight(server)
-            in_flight = [clients.submit(timed, request) for request in stuck]
+            sent = zip(senders, stuck, strict=True)
+            in_flight = [clients.submit(client.send, request) for client, request in sent]
             wait_for(
                 lambda: requests_in_flight(server) >= before + len(stuck),
                 "the stuck requests to reach the server",
-                seconds=10,
+                seconds=stuck_ms / 1000 - 1,
             )
             started = time.monotonic()
             alive = probe.get(f"{server.url}/healthz")
@@ -115,10 +121,12 @@ def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavo
             assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
             assert seconds < stuck_ms / 1000 / 3, seconds
             # Not queued behind the stuck requests: within the readiness check's own second.
-            ready, seconds = timed(httpx.Request("GET", f"{server.url}/readyz"))
+            started = time.monotonic()
+            ready = probe.get(f"{server.url}/readyz")
+            seconds = time.monotonic() - started
             assert ready.status_code == 503
             assert seconds < CHECK_TIMEOUT_SECONDS * 3, seconds
-            assert all(future.result()[0].status_code == 503 for future in in_flight)
+            assert all(future.result().status_code == 503 for future in in_flight)
         proxy.resume()
 
 
