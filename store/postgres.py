@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg import exceptions as pg
@@ -37,11 +37,13 @@ from users_api.store import (
     StoreOptions,
     StoreUnavailable,
     User,
-    UserIdTaken,
     UsernameTaken,
     UserNotFound,
     UsersTaken,
     WriteOutcomeUnknown,
+    free_users,
+    user_from_row,
+    user_row,
 )
 from users_api.store.migrations import behind, head
 
@@ -182,7 +184,7 @@ class PostgresStore:
         row = await self._call(lambda db: db.fetchrow(_GET, user_id))
         if row is None:
             raise UserNotFound(user_id)
-        return _user(row)
+        return user_from_row(row)
 
     async def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
         if username is None:
@@ -190,7 +192,7 @@ class PostgresStore:
         else:
             name = username.lower()
             rows = await self._call(lambda db: db.fetch(_LIST_NAMED, after, limit, name))
-        return [_user(row) for row in rows]
+        return [user_from_row(row) for row in rows]
 
     async def create(self, *, username: str) -> User:
         async def insert(db: Connection) -> User:
@@ -237,7 +239,7 @@ class PostgresStore:
             row = await _named(db, username, db.fetchrow(_UPDATE, user_id, username, now, versions))
             if row is None:
                 await _refuse(db, user_id)
-            return _user(row)
+            return user_from_row(row)
 
         return await self._call(write, write=True)
 
@@ -283,7 +285,7 @@ class PostgresStore:
                 while batch := list(islice(remaining, IMPORT_BATCH)):
                     # The free ones go in, for later batches to be checked against them too.
                     if free := await _free(db, batch, added + taken.count, taken):
-                        await db.executemany(_INSERT_USER, [_row(user) for user in free])
+                        await db.executemany(_INSERT_USER, [user_row(user) for user in free])
                     added += len(free)
                 if taken.count:
                     raise taken
@@ -555,7 +557,7 @@ def _created(row: asyncpg.Record | None) -> User:
     """The user a create inserted; none past the spec's largest id."""
     if row is None:
         raise IdsExhausted()
-    return _user(row)
+    return user_from_row(row)
 
 
 async def _refuse(db: Connection, user_id: int) -> NoReturn:
@@ -565,36 +567,7 @@ async def _refuse(db: Connection, user_id: int) -> NoReturn:
 
 
 async def _free(db: Connection, batch: list[User], first: int, taken: UsersTaken) -> list[User]:
-    """The batch's users whose id and username are free, in the database and among the batch's
-    earlier free ones; the others go to `taken`, by place (the batch's first is at `first`)."""
+    """`free_users` of the batch, against the rows already in the database."""
     ids, names = [user.id for user in batch], [user.username.lower() for user in batch]
-    found = await db.fetch(_CLASHES, ids, names)
-    taken_ids = {row[0] for row in found}
-    holders = {row[1]: row[0] for row in found}
-    free = []
-    for place, user in enumerate(batch, first):
-        name = user.username.lower()
-        if user.id in taken_ids:
-            taken.add(place, UserIdTaken(user.id))
-        elif name in holders:
-            taken.add(place, UsernameTaken(user.username, holders[name]))
-        else:
-            free.append(user)
-            taken_ids.add(user.id)
-            holders[name] = user.id
-    return free
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"a naive datetime has no time zone to store: {moment}")
-    return moment.astimezone(UTC)
-
-
-def _row(user: User) -> tuple[Any, ...]:
-    return (user.id, user.username, _utc(user.created_at), _utc(user.updated_at), user.version)
-
-
-def _user(row: Any) -> User:
-    """asyncpg reads a timestamptz as an aware datetime in UTC, whatever the session's zone."""
-    return User(row[0], row[1], row[2], row[3], row[4])
+    clashes = [(row[0], row[1]) for row in await db.fetch(_CLASHES, ids, names)]
+    return free_users(batch, first, clashes, taken)
