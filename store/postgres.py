@@ -61,7 +61,10 @@ the one it adds, so that forgetting outpaces any writer, in a short part of its 
 IDEMPOTENCY_LOCKS = 7261129
 """The class of advisory locks that a create holds on its idempotency key."""
 CREATE_LOCK = 7261130
-"""The advisory lock that a create holds from taking its id until it commits."""
+"""The class of the advisory lock that a create holds from taking its id until it commits."""
+CREATE_TURN = f"{CREATE_LOCK:d}, hashtext(current_schema())"
+"""That lock's key, one per schema: advisory locks are the whole database's, and each schema
+(a tenant's, a test's) has a sequence and a table of its own to keep in order."""
 NAME_WAIT_MS = 500
 """How long a create waits for a transaction that holds its name uncommitted (an import's,
 say) before it is `StoreUnavailable`: it holds every other create back meanwhile."""
@@ -104,7 +107,7 @@ _DELETE = (
 # and a cursor never passes an id that commits later. The lock is taken before the id, then
 # a name held by another uncommitted transaction is waited for NAME_WAIT_MS at most.
 _TURN = (
-    f"WITH turn AS (SELECT pg_advisory_xact_lock({CREATE_LOCK:d})), "
+    f"WITH turn AS (SELECT pg_advisory_xact_lock({CREATE_TURN})), "
     f"waits AS (SELECT set_config('lock_timeout', '{NAME_WAIT_MS:d}', true) FROM turn)"
 )
 # An id past the spec's largest is not inserted: no row comes back (IdsExhausted).
@@ -121,7 +124,11 @@ _CREATE_WITH_KEY = (
     "created_at) SELECT $3, $4, $5, id, username, created_at FROM created) "
     f"SELECT {_COLUMNS} FROM created"
 )
-_LOCK_KEY = f"SELECT pg_try_advisory_xact_lock({IDEMPOTENCY_LOCKS:d}, hashtext($1))"
+# The key's lock is its schema's too: a tenant's key never holds back another's.
+_LOCK_KEY = (
+    f"SELECT pg_try_advisory_xact_lock({IDEMPOTENCY_LOCKS:d}, "
+    "hashtext(current_schema() || ' ' || $1))"
+)
 # A key past retention is forgotten (dropped) before it is looked up.
 _FIND_KEY = (
     "WITH expired AS (DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 "
@@ -135,7 +142,7 @@ _FORGET_KEYS = (
 )
 _SEQUENCE = "pg_get_serial_sequence('users', 'id')"
 _LAST_ID = f"SELECT pg_sequence_last_value({_SEQUENCE}::regclass)"
-TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d})"
+TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_TURN})"
 # Past every id in the table, `last_id` and the last handed out, and never backwards; without
 # consuming an id (run twice by an import with a `last_id`, it moves once).
 _MOVE_SEQUENCE_PAST = (
