@@ -28,6 +28,9 @@ class Measurement:
     rss_mb: float
     errors: int
     """Responses other than 2xx or 3xx, plus connect, read, write and timeout errors."""
+    round_trips: float | None = None
+    """Round trips to PostgreSQL per request, for a server on it: the replies its connections
+    received during the run (`Server.postgres_replies`) over the requests."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,19 @@ class Row:
     rss_mb: float
     errors: int
     ratios: dict[str, float]
-    """Requests/s over each peer's, for the project's variants on the peers' scenarios."""
+    """Requests/s over each peer's, for the project's variants on the peers' scenarios, and
+    over its own flavour's on the memory store (`memory`), for a variant on PostgreSQL."""
+    round_trips: float | None = None
 
 
-RATIO_COLUMNS = {"fastapi": "/FastAPI", "stock-connexion": "/stock", "seed-flask": "/seed"}
+RATIO_COLUMNS = {
+    "fastapi": "/FastAPI",
+    "stock-connexion": "/stock",
+    "seed-flask": "/seed",
+    "fastapi-asyncpg": "/FA+apg",
+    "flask-psycopg": "/Fl+pg",
+    "memory": "/memory",
+}
 
 
 def summarize(
@@ -72,6 +84,11 @@ def summarize(
             for peer in PEERS
             if variant not in PEERS and (peer_key := (scenario, connections, peer)) in groups
         }
+        flavour, _, workers = variant.partition("-postgres-")
+        memory_key = (scenario, connections, f"{flavour}-memory-1w")
+        if workers and memory_key in groups:
+            ratios["memory"] = throughput / median(memory_key, "requests_per_s")
+        trips = [m.round_trips for m in groups[key] if m.round_trips is not None]
         rows.append(
             Row(
                 scenario=scenario,
@@ -85,6 +102,7 @@ def summarize(
                 rss_mb=median(key, "rss_mb"),
                 errors=sum(m.errors for m in groups[key]),
                 ratios=ratios,
+                round_trips=statistics.median(trips) if trips else None,
             )
         )
     return rows
@@ -93,7 +111,7 @@ def summarize(
 def table(rows: list[Row]) -> str:
     header = (
         f"{'scenario':<10} {'conns':>5} {'variant':<24} {'req/s':>8} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'CPU us/req':>10} {'RSS MB':>7}"
+        f"{'p99 ms':>7} {'CPU us/req':>10} {'RSS MB':>7} {'RT/req':>6}"
         + "".join(f" {label:>8}" for label in RATIO_COLUMNS.values())
         + f" {'errors':>7}"
     )
@@ -107,10 +125,11 @@ def table(rows: list[Row]) -> str:
             f" {row.ratios[peer]:>7.2f}x" if peer in row.ratios else f" {'':>8}"
             for peer in RATIO_COLUMNS
         )
+        trips = f"{row.round_trips:>6.2f}" if row.round_trips is not None else f"{'':>6}"
         lines.append(
             f"{row.scenario:<10} {row.connections:>5} {row.variant:<24} "
             f"{row.requests_per_s:>8.0f} {row.p50_ms:>7.2f} {row.p99_ms:>7.2f} "
-            f"{row.cpu_us_per_request:>10.0f} {row.rss_mb:>7.0f}{ratios} {row.errors:>7}"
+            f"{row.cpu_us_per_request:>10.0f} {row.rss_mb:>7.0f} {trips}{ratios} {row.errors:>7}"
         )
     return "\n".join(lines)
 

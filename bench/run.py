@@ -39,6 +39,7 @@ from bench.servers import (
     all_variants,
     check_answers,
     pinning,
+    postgres_port,
     postgres_reachable,
     running,
 )
@@ -129,6 +130,11 @@ def _rounds(
                         f"round {round_}/{options.rounds} {scenario} c{connections} "
                         f"{server.variant.name}: {measurement.requests_per_s:.0f} req/s, "
                         f"p99 {measurement.p99_ms:.1f} ms, errors {measurement.errors}"
+                        + (
+                            f", {measurement.round_trips:.2f} round trips/request"
+                            if measurement.round_trips is not None
+                            else ""
+                        )
                     )
     return measurements
 
@@ -159,13 +165,19 @@ def _measure(
         API_KEY,
         uuid.uuid4().hex[:8],
     ]
+    on_postgres = server.variant.store == "postgres"
+    database = postgres_port(data.postgres_url)
+    replies_before = server.postgres_replies(database) if on_postgres else {}
     cpu_before = server.cpu_seconds()
     output = subprocess.run(
         command, cwd=WRK_SCRIPTS, capture_output=True, text=True, check=True
     ).stdout
     cpu_used = server.cpu_seconds() - cpu_before
+    replies = server.postgres_replies(database) if on_postgres else {}
     result = _wrk_result(output)
     requests = max(result["requests"], 1)
+    # A connection opened during the run counts from nothing: its start-up is in the count.
+    round_trips = sum(count - replies_before.get(port, 0) for port, count in replies.items())
     return Measurement(
         variant=server.variant.name,
         scenario=scenario,
@@ -178,6 +190,7 @@ def _measure(
         cpu_us_per_request=cpu_used * 1e6 / requests,
         rss_mb=server.rss_bytes() / 2**20,
         errors=sum(result["errors"].values()),
+        round_trips=round_trips / requests if on_postgres else None,
     )
 
 

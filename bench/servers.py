@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -131,6 +132,23 @@ class Server:
             total += times.user + times.system
         return total
 
+    def postgres_replies(self, port: int) -> dict[int, int]:
+        """The data segments each of the tree's connections to PostgreSQL (at `port`) has
+        received, by local port (`ss`'s count): PostgreSQL sends a reply at once, in one
+        segment while it is under its 8 KB send buffer, so their growth is the round trips."""
+        local = set()
+        for process in self.tree():
+            try:
+                connections = process.net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            local |= {c.laddr.port for c in connections if c.raddr and c.raddr.port == port}
+        return {
+            socket_port: replies
+            for socket_port, replies in postgres_sockets(port).items()
+            if socket_port in local
+        }
+
     def rss_bytes(self) -> int:
         total = 0
         for process in self.tree():
@@ -201,6 +219,29 @@ def postgres_reachable(url: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+def postgres_port(url: str) -> int:
+    return make_url(url).port or 5432
+
+
+def postgres_sockets(port: int) -> dict[int, int]:
+    """Every established connection to `port` on this machine: its local port, and the data
+    segments it has received."""
+    listing = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    sockets, local = {}, None
+    for line in listing.splitlines():
+        if not line[:1].isspace():  # the addresses; the next line is the socket's counts
+            local = int(line.split()[2].rpartition(":")[2])
+        elif local is not None:
+            received = re.search(r"\bdata_segs_in:(\d+)", line)
+            sockets[local] = int(received[1]) if received else 0
+    return sockets
 
 
 def _engine(url: str, **options: Any) -> Engine:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 MAX_ID = 2**53 - 1
 """The spec's largest `User.id`: the largest integer every client holds exactly."""
@@ -41,6 +41,28 @@ class IdempotencyKey:
     owner: str
     key: str
     fingerprint: str
+
+
+USER_COLUMNS = ("id", "username", "created_at", "updated_at", "version")
+"""A user's columns in the SQL stores' `users` table, in the order of `user_row` and of the rows
+`user_from_row` reads."""
+
+
+def user_from_row(row: Iterable[Any]) -> User:
+    """A user from a SQL row of `USER_COLUMNS`; both SQL stores read timestamps aware, in UTC."""
+    user_id, username, created_at, updated_at, version = row
+    return User(user_id, username, created_at, updated_at, version)
+
+
+def user_row(user: User) -> tuple[int, str, datetime, datetime, int]:
+    """`user` as a SQL row of `USER_COLUMNS`, its timestamps in UTC."""
+    return (user.id, user.username, _utc(user.created_at), _utc(user.updated_at), user.version)
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"a naive datetime has no time zone to store: {moment}")
+    return moment.astimezone(UTC)
 
 
 class StoreError(Exception):
@@ -92,6 +114,30 @@ class UsersTaken(StoreError):
 
     def __str__(self) -> str:
         return f"{self.count} user(s) with an id or a username that is taken"
+
+
+def free_users(
+    batch: Iterable[User], first: int, clashes: Iterable[tuple[int, str]], taken: UsersTaken
+) -> list[User]:
+    """The batch's users whose id and username are free, given the store's `clashes` with it
+    (the id and lowered username of each row that has one of the batch's ids or usernames), and
+    free among the batch's earlier free ones; the others go to `taken`, by place (the batch's
+    first is at `first`)."""
+    clashes = list(clashes)
+    ids = {user_id for user_id, _ in clashes}
+    holders = {name: user_id for user_id, name in clashes}
+    free = []
+    for place, user in enumerate(batch, first):
+        name = user.username.lower()
+        if user.id in ids:
+            taken.add(place, UserIdTaken(user.id))
+        elif name in holders:
+            taken.add(place, UsernameTaken(user.username, holders[name]))
+        else:
+            free.append(user)
+            ids.add(user.id)
+            holders[name] = user.id
+    return free
 
 
 class IdempotencyKeyReused(StoreError):

@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg import exceptions as pg
@@ -37,11 +37,13 @@ from users_api.store import (
     StoreOptions,
     StoreUnavailable,
     User,
-    UserIdTaken,
     UsernameTaken,
     UserNotFound,
     UsersTaken,
     WriteOutcomeUnknown,
+    free_users,
+    user_from_row,
+    user_row,
 )
 from users_api.store.migrations import behind, head
 
@@ -59,7 +61,10 @@ the one it adds, so that forgetting outpaces any writer, in a short part of its 
 IDEMPOTENCY_LOCKS = 7261129
 """The class of advisory locks that a create holds on its idempotency key."""
 CREATE_LOCK = 7261130
-"""The advisory lock that a create holds from taking its id until it commits."""
+"""The class of the advisory lock that a create holds from taking its id until it commits."""
+CREATE_TURN = f"{CREATE_LOCK:d}, hashtext(current_schema())"
+"""That lock's key, one per schema: advisory locks are the whole database's, and each schema
+(a tenant's, a test's) has a sequence and a table of its own to keep in order."""
 NAME_WAIT_MS = 500
 """How long a create waits for a transaction that holds its name uncommitted (an import's,
 say) before it is `StoreUnavailable`: it holds every other create back meanwhile."""
@@ -102,7 +107,7 @@ _DELETE = (
 # and a cursor never passes an id that commits later. The lock is taken before the id, then
 # a name held by another uncommitted transaction is waited for NAME_WAIT_MS at most.
 _TURN = (
-    f"WITH turn AS (SELECT pg_advisory_xact_lock({CREATE_LOCK:d})), "
+    f"WITH turn AS (SELECT pg_advisory_xact_lock({CREATE_TURN})), "
     f"waits AS (SELECT set_config('lock_timeout', '{NAME_WAIT_MS:d}', true) FROM turn)"
 )
 # An id past the spec's largest is not inserted: no row comes back (IdsExhausted).
@@ -119,7 +124,11 @@ _CREATE_WITH_KEY = (
     "created_at) SELECT $3, $4, $5, id, username, created_at FROM created) "
     f"SELECT {_COLUMNS} FROM created"
 )
-_LOCK_KEY = f"SELECT pg_try_advisory_xact_lock({IDEMPOTENCY_LOCKS:d}, hashtext($1))"
+# The key's lock is its schema's too: a tenant's key never holds back another's.
+_LOCK_KEY = (
+    f"SELECT pg_try_advisory_xact_lock({IDEMPOTENCY_LOCKS:d}, "
+    "hashtext(current_schema() || ' ' || $1))"
+)
 # A key past retention is forgotten (dropped) before it is looked up.
 _FIND_KEY = (
     "WITH expired AS (DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 "
@@ -133,7 +142,7 @@ _FORGET_KEYS = (
 )
 _SEQUENCE = "pg_get_serial_sequence('users', 'id')"
 _LAST_ID = f"SELECT pg_sequence_last_value({_SEQUENCE}::regclass)"
-TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_LOCK:d})"
+TAKE_CREATE_TURN = f"SELECT pg_advisory_xact_lock({CREATE_TURN})"
 # Past every id in the table, `last_id` and the last handed out, and never backwards; without
 # consuming an id (run twice by an import with a `last_id`, it moves once).
 _MOVE_SEQUENCE_PAST = (
@@ -182,7 +191,7 @@ class PostgresStore:
         row = await self._call(lambda db: db.fetchrow(_GET, user_id))
         if row is None:
             raise UserNotFound(user_id)
-        return _user(row)
+        return user_from_row(row)
 
     async def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
         if username is None:
@@ -190,7 +199,7 @@ class PostgresStore:
         else:
             name = username.lower()
             rows = await self._call(lambda db: db.fetch(_LIST_NAMED, after, limit, name))
-        return [_user(row) for row in rows]
+        return [user_from_row(row) for row in rows]
 
     async def create(self, *, username: str) -> User:
         async def insert(db: Connection) -> User:
@@ -237,7 +246,7 @@ class PostgresStore:
             row = await _named(db, username, db.fetchrow(_UPDATE, user_id, username, now, versions))
             if row is None:
                 await _refuse(db, user_id)
-            return _user(row)
+            return user_from_row(row)
 
         return await self._call(write, write=True)
 
@@ -283,7 +292,7 @@ class PostgresStore:
                 while batch := list(islice(remaining, IMPORT_BATCH)):
                     # The free ones go in, for later batches to be checked against them too.
                     if free := await _free(db, batch, added + taken.count, taken):
-                        await db.executemany(_INSERT_USER, [_row(user) for user in free])
+                        await db.executemany(_INSERT_USER, [user_row(user) for user in free])
                     added += len(free)
                 if taken.count:
                     raise taken
@@ -555,7 +564,7 @@ def _created(row: asyncpg.Record | None) -> User:
     """The user a create inserted; none past the spec's largest id."""
     if row is None:
         raise IdsExhausted()
-    return _user(row)
+    return user_from_row(row)
 
 
 async def _refuse(db: Connection, user_id: int) -> NoReturn:
@@ -565,36 +574,7 @@ async def _refuse(db: Connection, user_id: int) -> NoReturn:
 
 
 async def _free(db: Connection, batch: list[User], first: int, taken: UsersTaken) -> list[User]:
-    """The batch's users whose id and username are free, in the database and among the batch's
-    earlier free ones; the others go to `taken`, by place (the batch's first is at `first`)."""
+    """`free_users` of the batch, against the rows already in the database."""
     ids, names = [user.id for user in batch], [user.username.lower() for user in batch]
-    found = await db.fetch(_CLASHES, ids, names)
-    taken_ids = {row[0] for row in found}
-    holders = {row[1]: row[0] for row in found}
-    free = []
-    for place, user in enumerate(batch, first):
-        name = user.username.lower()
-        if user.id in taken_ids:
-            taken.add(place, UserIdTaken(user.id))
-        elif name in holders:
-            taken.add(place, UsernameTaken(user.username, holders[name]))
-        else:
-            free.append(user)
-            taken_ids.add(user.id)
-            holders[name] = user.id
-    return free
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"a naive datetime has no time zone to store: {moment}")
-    return moment.astimezone(UTC)
-
-
-def _row(user: User) -> tuple[Any, ...]:
-    return (user.id, user.username, _utc(user.created_at), _utc(user.updated_at), user.version)
-
-
-def _user(row: Any) -> User:
-    """asyncpg reads a timestamptz as an aware datetime in UTC, whatever the session's zone."""
-    return User(row[0], row[1], row[2], row[3], row[4])
+    clashes = [(row[0], row[1]) for row in await db.fetch(_CLASHES, ids, names)]
+    return free_users(batch, first, clashes, taken)

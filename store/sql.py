@@ -31,7 +31,6 @@ from sqlalchemy import (
     Engine,
     Integer,
     MetaData,
-    Row,
     String,
     Table,
     TypeDecorator,
@@ -55,6 +54,7 @@ from users_api.store import (
     DEFAULT_OPTIONS,
     MAX_ID,
     MAX_VERSION,
+    USER_COLUMNS,
     IdempotencyKey,
     IdempotencyKeyReused,
     IdsExhausted,
@@ -64,11 +64,13 @@ from users_api.store import (
     StoreUnavailable,
     UnknownStoreURL,
     User,
-    UserIdTaken,
     UsernameTaken,
     UserNotFound,
     UsersTaken,
     WriteOutcomeUnknown,
+    free_users,
+    user_from_row,
+    user_row,
 )
 from users_api.store.migrations import behind, current, head, upgrade
 
@@ -241,7 +243,7 @@ class SQLStore:
             row = connection.execute(select(users).where(users.c.id == user_id)).one_or_none()
         if row is None:
             raise UserNotFound(user_id)
-        return _user(row)
+        return user_from_row(row)
 
     @_in_its_threads
     def list(self, *, after: int, limit: int, username: str | None = None) -> list[User]:
@@ -249,7 +251,7 @@ class SQLStore:
         if username is not None:
             query = query.where(lowered_username == username.lower())
         with self._connect() as connection:
-            return [_user(row) for row in connection.execute(query)]
+            return [user_from_row(row) for row in connection.execute(query)]
 
     @_in_its_threads
     def update(
@@ -271,7 +273,7 @@ class SQLStore:
             row = connection.execute(statement).one_or_none()
             if row is None:
                 self._refuse(connection, user_id)
-            return _user(row)
+            return user_from_row(row)
 
     @_in_its_threads
     def delete(self, user_id: int, *, expected_versions: Collection[int] | None = None) -> None:
@@ -305,7 +307,7 @@ class SQLStore:
             for batch in batches:
                 # The free ones go in, for later batches to be checked against them too.
                 if free := _free(connection, batch, added + taken.count, taken):
-                    connection.execute(insert(users), [_row(user) for user in free])
+                    connection.execute(insert(users), [_values(user) for user in free])
                 added += len(free)
             if taken.count:
                 raise taken
@@ -542,30 +544,16 @@ def _identity(path: Path) -> tuple[int, int]:
 
 
 def _free(connection: Connection, batch: list[User], first: int, taken: UsersTaken) -> list[User]:
-    """The batch's users whose id and username are free, in the database and among the batch's
-    earlier free ones; the others go to `taken`, by place (the batch's first is at `first`)."""
-    found = connection.execute(
+    """`free_users` of the batch, against the rows already in the database."""
+    clashes = connection.execute(
         select(users.c.id, lowered_username).where(
             or_(
                 users.c.id.in_([user.id for user in batch]),
                 lowered_username.in_([user.username.lower() for user in batch]),
             )
         )
-    ).all()
-    ids = {user_id for user_id, _ in found}
-    holders = {name: user_id for user_id, name in found}
-    free = []
-    for place, user in enumerate(batch, first):
-        name = user.username.lower()
-        if user.id in ids:
-            taken.add(place, UserIdTaken(user.id))
-        elif name in holders:
-            taken.add(place, UsernameTaken(user.username, holders[name]))
-        else:
-            free.append(user)
-            ids.add(user.id)
-            holders[name] = user.id
-    return free
+    )
+    return free_users(batch, first, clashes, taken)
 
 
 def _inserted(connection: Connection, username: str, now: datetime) -> User:
@@ -573,24 +561,14 @@ def _inserted(connection: Connection, username: str, now: datetime) -> User:
     Writers take turns, so ids become visible in order: a cursor never passes an id that
     commits later."""
     values = {"username": username, "created_at": now, "updated_at": now, "version": 1}
-    user = _user(connection.execute(insert(users).values(values).returning(*users.c)).one())
+    user = user_from_row(connection.execute(insert(users).values(values).returning(*users.c)).one())
     if user.id > MAX_ID:
         raise IdsExhausted()
     return user
 
 
-def _row(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "created_at": user.created_at,
-        "updated_at": user.updated_at,
-        "version": user.version,
-    }
-
-
-def _user(row: Row[Any]) -> User:
-    return User(row.id, row.username, row.created_at, row.updated_at, row.version)
+def _values(user: User) -> dict[str, Any]:
+    return dict(zip(USER_COLUMNS, user_row(user), strict=True))
 
 
 def _engine(

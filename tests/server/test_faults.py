@@ -288,9 +288,9 @@ def creates_held_back(url: str) -> Iterator[Connection]:
     pg_stat_activity is a fresh one."""
     engine = sql_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
-        connection.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_LOCK})"))
+        connection.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_TURN})"))
         yield connection
-        connection.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_LOCK})"))
+        connection.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_TURN})"))
     engine.dispose()
 
 

@@ -75,6 +75,26 @@ def test_readiness_asks_postgresql_at_most_once_a_second(monkeypatch: pytest.Mon
     assert len(asked) == 3  # at 0 s, 1 s and 2 s
 
 
+def test_creates_take_turns_per_schema_so_another_schemas_creates_go_on() -> None:
+    """A session holds one schema's turn to create: that schema's creates wait for it (503 at
+    the store timeout), another's (a tenant's, a test's) are made at once, keyed or not."""
+    key = IdempotencyKey("owner", "k-1", "fingerprint")
+    with postgres_schema() as held_url, postgres_schema() as free_url:
+        held, free = migrated(held_url, timeout_ms=300), migrated(free_url, timeout_ms=300)
+        engine = sql_engine(held_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as other:
+            other.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_TURN})"))
+            with pytest.raises(StoreUnavailable):
+                asyncio.run(held.create(username="cosmo"))
+            made = Blocking(free).create(username="cosmo")
+            kept, replayed = Blocking(free).create_once(username="elaine", key=key)
+            other.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_TURN})"))
+        engine.dispose()
+        assert (made.username, kept.username, replayed) == ("cosmo", "elaine", False)
+        Blocking(held).close()
+        Blocking(free).close()
+
+
 def test_an_idempotent_create_cut_short_before_its_commit_changed_nothing() -> None:
     """Its transaction never reached COMMIT: a plain 503 (not of unknown outcome), nothing kept,
     and a retry with the same key creates the user."""
@@ -83,10 +103,10 @@ def test_an_idempotent_create_cut_short_before_its_commit_changed_nothing() -> N
         store = migrated(url, timeout_ms=300)
         engine = sql_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as other:
-            other.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_LOCK})"))
+            other.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_TURN})"))
             with pytest.raises(StoreUnavailable) as refused:
                 asyncio.run(store.create_once(username="cosmo", key=key))
-            other.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_LOCK})"))
+            other.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_TURN})"))
         engine.dispose()
         assert not isinstance(refused.value, WriteOutcomeUnknown)
         blocking = Blocking(store)
