@@ -1,12 +1,10 @@
 """Schemathesis over the whole spec: every operation, positive and negative data, then the
 stateful phase that follows the spec's links. Settings are in schemathesis.toml.
 
-It runs in the same pytest process as every other test. It used to run alone: collected
-beside tests/test_cli.py, the stateful phase failed as flaky (hypothesis's
-FlakyStrategyDefinition, a draw of another type on replay). On schemathesis 4.32.5 and
-hypothesis 6.170.17 it did not recur in three runs, beside test_cli.py alone and in the whole
-suite on two cores; the cause was not found. If it comes back, `make check` fails on it, and
-`pytest tests/app/test_schemathesis.py` runs the file alone.
+`make check` and `make test` run this file in a pytest process of its own: collected beside
+the other tests, the stateful phase fails as flaky (hypothesis's FlakyStrategyDefinition, a
+draw of another type on replay) on some runs and not others, though it passes alone every time;
+the cause is in hypothesis's or schemathesis's state, not found yet.
 """
 
 from __future__ import annotations

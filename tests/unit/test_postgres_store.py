@@ -80,19 +80,20 @@ def test_creates_take_turns_per_schema_so_another_schemas_creates_go_on() -> Non
     the store timeout), another's (a tenant's, a test's) are made at once, keyed or not."""
     key = IdempotencyKey("owner", "k-1", "fingerprint")
     with postgres_schema() as held_url, postgres_schema() as free_url:
-        held, free = migrated(held_url, timeout_ms=300), migrated(free_url, timeout_ms=300)
+        held = Blocking(migrated(held_url, timeout_ms=300))
+        free = Blocking(migrated(free_url, timeout_ms=300))
         engine = sql_engine(held_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as other:
             other.execute(text(f"SELECT pg_advisory_lock({postgres.CREATE_TURN})"))
             with pytest.raises(StoreUnavailable):
-                asyncio.run(held.create(username="cosmo"))
-            made = Blocking(free).create(username="cosmo")
-            kept, replayed = Blocking(free).create_once(username="elaine", key=key)
+                held.create(username="cosmo")
+            made = free.create(username="cosmo")
+            kept, replayed = free.create_once(username="elaine", key=key)
             other.execute(text(f"SELECT pg_advisory_unlock({postgres.CREATE_TURN})"))
         engine.dispose()
         assert (made.username, kept.username, replayed) == ("cosmo", "elaine", False)
-        Blocking(held).close()
-        Blocking(free).close()
+        held.close()
+        free.close()
 
 
 def test_an_idempotent_create_cut_short_before_its_commit_changed_nothing() -> None:
