@@ -43,6 +43,7 @@ from bench.servers import (
     postgres_reachable,
     running,
 )
+from users_api.settings import Settings
 
 WRK_SCRIPTS = Path(__file__).resolve().parent / "wrk"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="users-bench-") as workdir, ExitStack() as stack:
         users_file = Path(workdir) / "users.jsonl"
         write_users_file(users_file, options.users)
-        data = Data(Path(workdir), users_file, options.postgres_url)
+        data = Data(Path(workdir), users_file, options.postgres_url, options.pool_size)
         stack.callback(data.drop)
         servers = []
         for variant in variants:
@@ -309,6 +310,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, help="seconds per scenario before round 1 (2)")
     parser.add_argument(
         "--users", type=int, default=1000, help="users each server starts with (1000)"
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=Settings().pool_size,
+        help="database connections per process, the service's and the PostgreSQL peers' "
+        "(default: the service's, %(default)s)",
     )
     parser.add_argument(
         "--postgres-url",

@@ -164,11 +164,13 @@ class Data:
     needed, a SQLite database that each SQLite variant gets a copy of and a PostgreSQL schema
     that the PostgreSQL variants share (they are never measured at the same time)."""
 
-    def __init__(self, workdir: Path, users_file: Path, postgres_url: str) -> None:
+    def __init__(self, workdir: Path, users_file: Path, postgres_url: str, pool_size: int) -> None:
         self.workdir = workdir
         self.users_file = users_file
         self.users = count_lines(users_file)
         self.postgres_url = postgres_url
+        self.pool_size = pool_size
+        """Connections per process, the service's and the PostgreSQL peers' alike."""
         self.postgres_schema = f"bench_{uuid.uuid4().hex[:12]}"
         self._sqlite_template: Path | None = None
         self._postgres_filled = False
@@ -264,6 +266,7 @@ def command(variant: Variant, data: Data, port: int) -> tuple[list[str], dict[st
     environ = {"BENCH_USERS": str(data.users), "BENCH_API_KEY": API_KEY}
     if variant.peer in POSTGRES_PEERS:
         environ["BENCH_POSTGRES_URL"] = data.store_url(variant)
+        environ["BENCH_POOL_SIZE"] = str(data.pool_size)
     if variant.peer in ("seed-flask", "flask-psycopg"):
         gunicorn = [str(BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{port}"]
         if variant.peer == "flask-psycopg":  # threads, so that requests share its pool
@@ -275,6 +278,7 @@ def command(variant: Variant, data: Data, port: int) -> tuple[list[str], dict[st
         "USERS_APP": variant.app,
         "USERS_API_KEYS": API_KEY,
         "USERS_WORKERS": str(variant.workers),
+        "USERS_POOL_SIZE": str(data.pool_size),
         # Rate limiting stays on, as users run it, but never refuses the load generator.
         "USERS_RATE_LIMIT_WRITES": UNLIMITED,
         "USERS_RATE_LIMIT_REQUESTS": UNLIMITED,

@@ -36,7 +36,7 @@ def test_a_bench_server_starts_filled_and_answers_its_scenarios(tmp_path: Path, 
     users_file = tmp_path / "users.jsonl"
     write_users_file(users_file, 50)
     variant = VARIANTS[name]
-    data = Data(tmp_path, users_file, POSTGRES_URL)
+    data = Data(tmp_path, users_file, POSTGRES_URL, pool_size=3)
     try:
         with running(variant, data, tmp_path) as server:
             check_answers(server, list(variant.scenarios))
