@@ -6,7 +6,6 @@ Each command imports what it needs when it runs, so that `--help` answers at onc
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from users_api.settings import SERVE, STORE, Settings, SettingsError, options
+from users_api.settings import DEFAULT_STORE_URL, SERVE, STORE, Settings, SettingsError, options
 
 if TYPE_CHECKING:
     from users_api.store import UserStore
@@ -38,7 +37,7 @@ def users_api() -> None:
 )
 def serve(demo: bool, **flags: Any) -> int:
     """Run the service."""
-    settings = _settings(SERVE, flags)
+    settings = Settings(**flags)
     from users_api.serve import serve as run
 
     with _store(settings, sql_only=None) as store:
@@ -49,7 +48,7 @@ def serve(demo: bool, **flags: Any) -> int:
 @users_api.command()
 def migrate(**flags: Any) -> int:
     """Bring the database's schema to this version (serve does it too)."""
-    with _store(_settings(STORE, flags), sql_only="migrate") as store:
+    with _store(Settings(**flags), sql_only="migrate") as store:
         revision = store.migrate()  # type: ignore[attr-defined]
     _say(f"The database is at schema revision {revision}.")
     return 0
@@ -61,7 +60,7 @@ def export(file: Path, **flags: Any) -> int:
     """Write every user to FILE, one JSON object a line."""
     from users_api.transfer import export_users
 
-    with _store(_settings(STORE, flags), sql_only="export") as store:
+    with _store(Settings(**flags), sql_only="export") as store:
         count = asyncio.run(export_users(store, file))
     _say(f"Exported {count} users to {file}.")
     return 0
@@ -76,7 +75,7 @@ def import_(file: Path, **flags: Any) -> int:
 
     from users_api.transfer import import_users
 
-    with _store(_settings(STORE, flags), sql_only="import") as store:
+    with _store(Settings(**flags), sql_only="import") as store:
         asyncio.run(store.prepare())
         size = file.stat().st_size
         with tqdm(
@@ -133,10 +132,6 @@ for _command, _takes in ((serve, SERVE), (migrate, STORE), (export, STORE), (imp
     _command.params[:0] = options(_takes)
 
 
-def _settings(command: str, flags: dict[str, Any]) -> Settings:
-    return Settings.parse(command, flags, os.environ)
-
-
 @contextmanager
 def _store(settings: Settings, *, sql_only: str | None) -> Iterator[UserStore]:
     """The store the settings name, closed after the command; a store that fails the command
@@ -149,7 +144,7 @@ def _store(settings: Settings, *, sql_only: str | None) -> Iterator[UserStore]:
     )
     from users_api.transfer import ImportRejected
 
-    if settings.store_url == "sqlite:///data/users.db":
+    if settings.store_url == DEFAULT_STORE_URL:
         Path("data").mkdir(exist_ok=True)
     try:
         store = open_store(settings.store_url, settings.store_options)
