@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import click
 
 if TYPE_CHECKING:
+    from limits import RateLimitItem
+
     from users_api.auth import ApiKey
     from users_api.store import StoreOptions
 
@@ -54,12 +56,14 @@ class _Checked(click.ParamType[str, str]):
         return [item.strip() for item in rv.split(",") if item.strip()]
 
 
-def _limits(text: str) -> None:
-    from users_api.middleware.rate_limits import (
-        parse_limits,  # the `limits` library, only when it is used
-    )
+def parse_limits(text: str) -> list[RateLimitItem]:
+    """`50/second` or `50/second;1000/hour`; raises ValueError for anything else."""
+    from limits import parse_many  # slow to import: only when a limit is read
 
-    parse_limits(text)
+    items = parse_many(text)
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError(f"{text!r} allows nothing")
+    return items
 
 
 def _network(text: str) -> None:
@@ -86,7 +90,7 @@ def _store_url(text: str) -> None:
     check_store_url(text, default=DEFAULT_STORE_URL)
 
 
-LIMITS = _Checked("limits", _limits)
+LIMITS = _Checked("limits", parse_limits)
 NETWORK = _Checked("network", _network)
 
 
