@@ -73,7 +73,7 @@ def import_(file: Path, **flags: Any) -> int:
     nothing is added."""
     from tqdm import tqdm
 
-    from users_api.transfer import import_users
+    from users_api.transfer import ImportRejected, import_users
 
     with _store(Settings(**flags), sql_only="import") as store:
         asyncio.run(store.prepare())
@@ -81,7 +81,10 @@ def import_(file: Path, **flags: Any) -> int:
         with tqdm(
             total=size, unit="B", unit_scale=True, desc="import", disable=size < 1_000_000
         ) as progress:
-            count = asyncio.run(import_users(store, file, on_read=progress.update))
+            try:
+                count = asyncio.run(import_users(store, file, on_read=progress.update))
+            except ImportRejected as rejected:
+                raise _Failed("\n".join([*rejected.errors, str(rejected)])) from None
     _say(f"Imported {count} users from {file}.")
     return 0
 
@@ -91,30 +94,22 @@ def keys() -> None:
     """Make API keys."""
 
 
-def _scopes(_: click.Context, __: click.Parameter, text: str) -> frozenset[str]:
-    from users_api.auth import parse_scopes
+def _parsed(_: click.Context, option: click.Parameter, text: str) -> Any:
+    """`--name` or `--scopes`, as the key file's reader parses it."""
+    from users_api.auth import parse_name, parse_scopes
 
     try:
-        return parse_scopes(text)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def _name(_: click.Context, __: click.Parameter, text: str) -> str:
-    from users_api.auth import parse_name
-
-    try:
-        return parse_name(text)
+        return parse_scopes(text) if option.name == "scopes" else parse_name(text)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
 
 @keys.command()
-@click.option("--name", required=True, callback=_name, help="what logs call the key")
+@click.option("--name", required=True, callback=_parsed, help="what logs call the key")
 @click.option(
     "--scopes",
     required=True,
-    callback=_scopes,
+    callback=_parsed,
     help="users:read, users:write (which may read too), or both, comma-separated",
 )
 def new(name: str, scopes: frozenset[str]) -> int:
@@ -142,7 +137,6 @@ def _store(settings: Settings, *, sql_only: str | None) -> Iterator[UserStore]:
         UnknownStoreURL,
         open_store,
     )
-    from users_api.transfer import ImportRejected
 
     if settings.store_url == DEFAULT_STORE_URL:
         Path("data").mkdir(exist_ok=True)
@@ -158,19 +152,14 @@ def _store(settings: Settings, *, sql_only: str | None) -> Iterator[UserStore]:
         raise _Failed(f"The store is unavailable: {error.reason}") from None
     except MigrationRefused as refused:
         raise _Failed(f"The schema was not migrated: {refused}") from None
-    except ImportRejected as rejected:
-        raise _Failed("\n".join([*rejected.errors, str(rejected)])) from None
     except OSError as error:
         raise _Failed(str(error)) from None
     finally:
         asyncio.run(store.close())
 
 
-class _Failed(click.ClickException):
+class _Failed(Exception):
     """A command that could not do its work: its message, and exit status 1."""
-
-    def show(self, file: Any = None) -> None:
-        _say(self.message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = users_api.main(argv, prog_name="users-api", standalone_mode=False)
     except _Failed as failed:
-        failed.show()
-        return failed.exit_code
-    except click.ClickException as error:  # a bad flag or setting, as argparse did: exit 2
-        _say(f"users-api: error: {error.format_message().removeprefix('error: ')}")
+        _say(str(failed))
+        return 1
+    except click.ClickException as error:  # a bad flag or setting
+        _say(f"users-api: error: {error.format_message()}")
         return 2
     except click.Abort:
         return 1
