@@ -131,21 +131,13 @@ for _command, _takes in ((serve, SERVE), (migrate, STORE), (export, STORE), (imp
 def _store(settings: Settings, *, sql_only: str | None) -> Iterator[UserStore]:
     """The store the settings name, closed after the command; a store that fails the command
     is one line on stderr and exit status 1."""
-    from users_api.store import (
-        MigrationRefused,
-        StoreUnavailable,
-        UnknownStoreURL,
-        open_store,
-    )
+    from users_api.store import MigrationRefused, StoreUnavailable, open_store
 
-    if settings.store_url == DEFAULT_STORE_URL:
-        Path("data").mkdir(exist_ok=True)
-    try:
-        store = open_store(settings.store_url, settings.store_options)
-    except UnknownStoreURL as error:
-        raise SettingsError(str(error)) from None
     if sql_only and settings.store_url.startswith("memory"):
         raise SettingsError(f"{sql_only} needs a sqlite:// or postgresql:// store, not memory://")
+    if settings.store_url == DEFAULT_STORE_URL:
+        Path("data").mkdir(exist_ok=True)
+    store = open_store(settings.store_url, settings.store_options)  # its URL checked as a setting
     try:
         yield store
     except StoreUnavailable as error:

@@ -104,7 +104,8 @@ def setting(
     metavar: str | None = None,
     env_only: bool = False,
 ) -> Any:
-    """A field of `Settings` and its option: `flag` if its name is not `--` and the field's."""
+    """A field of `Settings` and what its option is: `flag` when it is not `--` and the field's
+    name; `env_only`, a variable and never a flag."""
     return field(
         default=default,
         metadata={
