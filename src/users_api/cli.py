@@ -6,7 +6,6 @@ Each command imports what it needs when it runs, so that `--help` answers at onc
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from users_api.settings import SERVE, STORE, Settings, SettingsError, options
+from users_api.settings import DEFAULT_STORE_URL, SERVE, STORE, Settings, SettingsError, options
 
 if TYPE_CHECKING:
     from users_api.store import UserStore
@@ -38,7 +37,7 @@ def users_api() -> None:
 )
 def serve(demo: bool, **flags: Any) -> int:
     """Run the service."""
-    settings = _settings(SERVE, flags)
+    settings = Settings(**flags)
     from users_api.serve import serve as run
 
     with _store(settings, sql_only=None) as store:
@@ -49,7 +48,7 @@ def serve(demo: bool, **flags: Any) -> int:
 @users_api.command()
 def migrate(**flags: Any) -> int:
     """Bring the database's schema to this version (serve does it too)."""
-    with _store(_settings(STORE, flags), sql_only="migrate") as store:
+    with _store(Settings(**flags), sql_only="migrate") as store:
         revision = store.migrate()  # type: ignore[attr-defined]
     _say(f"The database is at schema revision {revision}.")
     return 0
@@ -61,7 +60,7 @@ def export(file: Path, **flags: Any) -> int:
     """Write every user to FILE, one JSON object a line."""
     from users_api.transfer import export_users
 
-    with _store(_settings(STORE, flags), sql_only="export") as store:
+    with _store(Settings(**flags), sql_only="export") as store:
         count = asyncio.run(export_users(store, file))
     _say(f"Exported {count} users to {file}.")
     return 0
@@ -74,15 +73,18 @@ def import_(file: Path, **flags: Any) -> int:
     nothing is added."""
     from tqdm import tqdm
 
-    from users_api.transfer import import_users
+    from users_api.transfer import ImportRejected, import_users
 
-    with _store(_settings(STORE, flags), sql_only="import") as store:
+    with _store(Settings(**flags), sql_only="import") as store:
         asyncio.run(store.prepare())
         size = file.stat().st_size
         with tqdm(
             total=size, unit="B", unit_scale=True, desc="import", disable=size < 1_000_000
         ) as progress:
-            count = asyncio.run(import_users(store, file, on_read=progress.update))
+            try:
+                count = asyncio.run(import_users(store, file, on_read=progress.update))
+            except ImportRejected as rejected:
+                raise _Failed("\n".join([*rejected.errors, str(rejected)])) from None
     _say(f"Imported {count} users from {file}.")
     return 0
 
@@ -92,30 +94,22 @@ def keys() -> None:
     """Make API keys."""
 
 
-def _scopes(_: click.Context, __: click.Parameter, text: str) -> frozenset[str]:
-    from users_api.auth import parse_scopes
+def _parsed(_: click.Context, option: click.Parameter, text: str) -> Any:
+    """`--name` or `--scopes`, as the key file's reader parses it."""
+    from users_api.auth import parse_name, parse_scopes
 
     try:
-        return parse_scopes(text)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def _name(_: click.Context, __: click.Parameter, text: str) -> str:
-    from users_api.auth import parse_name
-
-    try:
-        return parse_name(text)
+        return parse_scopes(text) if option.name == "scopes" else parse_name(text)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
 
 @keys.command()
-@click.option("--name", required=True, callback=_name, help="what logs call the key")
+@click.option("--name", required=True, callback=_parsed, help="what logs call the key")
 @click.option(
     "--scopes",
     required=True,
-    callback=_scopes,
+    callback=_parsed,
     help="users:read, users:write (which may read too), or both, comma-separated",
 )
 def new(name: str, scopes: frozenset[str]) -> int:
@@ -133,49 +127,31 @@ for _command, _takes in ((serve, SERVE), (migrate, STORE), (export, STORE), (imp
     _command.params[:0] = options(_takes)
 
 
-def _settings(command: str, flags: dict[str, Any]) -> Settings:
-    return Settings.parse(command, flags, os.environ)
-
-
 @contextmanager
 def _store(settings: Settings, *, sql_only: str | None) -> Iterator[UserStore]:
     """The store the settings name, closed after the command; a store that fails the command
     is one line on stderr and exit status 1."""
-    from users_api.store import (
-        MigrationRefused,
-        StoreUnavailable,
-        UnknownStoreURL,
-        open_store,
-    )
-    from users_api.transfer import ImportRejected
+    from users_api.store import MigrationRefused, StoreUnavailable, open_store
 
-    if settings.store_url == "sqlite:///data/users.db":
-        Path("data").mkdir(exist_ok=True)
-    try:
-        store = open_store(settings.store_url, settings.store_options)
-    except UnknownStoreURL as error:
-        raise SettingsError(str(error)) from None
     if sql_only and settings.store_url.startswith("memory"):
         raise SettingsError(f"{sql_only} needs a sqlite:// or postgresql:// store, not memory://")
+    if settings.store_url == DEFAULT_STORE_URL:
+        Path("data").mkdir(exist_ok=True)
+    store = open_store(settings.store_url, settings.store_options)  # its URL checked as a setting
     try:
         yield store
     except StoreUnavailable as error:
         raise _Failed(f"The store is unavailable: {error.reason}") from None
     except MigrationRefused as refused:
         raise _Failed(f"The schema was not migrated: {refused}") from None
-    except ImportRejected as rejected:
-        raise _Failed("\n".join([*rejected.errors, str(rejected)])) from None
     except OSError as error:
         raise _Failed(str(error)) from None
     finally:
         asyncio.run(store.close())
 
 
-class _Failed(click.ClickException):
+class _Failed(Exception):
     """A command that could not do its work: its message, and exit status 1."""
-
-    def show(self, file: Any = None) -> None:
-        _say(self.message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = users_api.main(argv, prog_name="users-api", standalone_mode=False)
     except _Failed as failed:
-        failed.show()
-        return failed.exit_code
-    except click.ClickException as error:  # a bad flag or setting, as argparse did: exit 2
-        _say(f"users-api: error: {error.format_message().removeprefix('error: ')}")
+        _say(str(failed))
+        return 1
+    except click.ClickException as error:  # a bad flag or setting
+        _say(f"users-api: error: {error.format_message()}")
         return 2
     except click.Abort:
         return 1

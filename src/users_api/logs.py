@@ -11,7 +11,6 @@ from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 
-FORMATS = ("auto", "json", "text")
 TEXT_PREFIX = "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: "
 
 
@@ -30,7 +29,7 @@ def log_config(log_format: str) -> dict[str, Any]:
         },
         "formatters": {
             "json": {
-                # orjson's: a quarter off each access line (26 -> 20 us in a GET).
+                # orjson's encoder, faster than json's: the access log writes a line per request.
                 "()": "pythonjsonlogger.orjson.OrjsonFormatter",
                 "fmt": "{levelname}{name}{message}{correlation_id}",
                 "style": "{",

@@ -1,5 +1,6 @@
-"""Every setting, declared once: its flag, its `USERS_*` variable, its type, its default and its
-help. The command line, the environment and the README's table are all read from `Settings`.
+"""Every setting, declared once as a field of `Settings`: its flag, its `USERS_*` variable, its
+type check, its default and its help. click reads each from its flag, else its variable, else its
+default; tests/unit/test_settings.py checks docs/settings.md's table against the same fields.
 
 Importing this module stays cheap (click and the standard library): `users-api --help` must
 not wait for Connexion or SQLAlchemy.
@@ -8,9 +9,8 @@ not wait for Connexion or SQLAlchemy.
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import click
 
 if TYPE_CHECKING:
+    from limits import RateLimitItem
+
     from users_api.auth import ApiKey
     from users_api.store import StoreOptions
 
@@ -32,18 +34,14 @@ MAX_RETENTION_HOURS = 10 * 366 * 24
 
 
 class SettingsError(click.ClickException):
-    """A setting the service cannot run with: one line on stderr and exit status 2."""
-
-    exit_code = 2
-
-    def format_message(self) -> str:
-        return f"error: {self.message}"
+    """A setting the service cannot run with: `users-api` says why on one line, exit status 2."""
 
 
 class _Checked(click.ParamType[str, str]):
-    """A text setting checked by `check`, which raises ValueError with the reason."""
+    """A text setting checked by `check`, which raises ValueError with the reason; in a variable,
+    a list is comma-separated."""
 
-    def __init__(self, name: str, check: Any) -> None:
+    def __init__(self, name: str, check: Callable[[str], object] = lambda _: None) -> None:
         self.name = name
         self._check = check
 
@@ -55,16 +53,17 @@ class _Checked(click.ParamType[str, str]):
         return value
 
     def split_envvar_value(self, rv: str) -> list[str]:
-        """A list in one variable is comma-separated."""
         return [item.strip() for item in rv.split(",") if item.strip()]
 
 
-def _limits(text: str) -> None:
-    from users_api.middleware.rate_limits import (
-        parse_limits,  # the `limits` library, only when it is used
-    )
+def parse_limits(text: str) -> list[RateLimitItem]:
+    """`50/second` or `50/second;1000/hour`; raises ValueError for anything else."""
+    from limits import parse_many  # slow to import: only when a limit is read
 
-    parse_limits(text)
+    items = parse_many(text)
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError(f"{text!r} allows nothing")
+    return items
 
 
 def _network(text: str) -> None:
@@ -91,28 +90,22 @@ def _store_url(text: str) -> None:
     check_store_url(text, default=DEFAULT_STORE_URL)
 
 
-def _key(text: str) -> None:
-    if not text:
-        raise ValueError("an API key must not be empty")
-
-
-TEXT = _Checked("text", lambda _: None)
-LIMITS = _Checked("limits", _limits)
+LIMITS = _Checked("limits", parse_limits)
 NETWORK = _Checked("network", _network)
-ORIGIN = _Checked("origin", _origin)
-KEY = _Checked("key", _key)
 
 
 def setting(
     default: Any,
     help: str,
     *,
-    flag: str | None = "",
+    flag: str | None = None,
     type: click.ParamType[Any, Any] | None = None,
     commands: str = SERVE,
     metavar: str | None = None,
+    env_only: bool = False,
 ) -> Any:
-    """A field of `Settings` and what its option is. `flag=None`: a variable, never a flag."""
+    """A field of `Settings` and what its option is: `flag` when it is not `--` and the field's
+    name; `env_only`, a variable and never a flag."""
     return field(
         default=default,
         metadata={
@@ -121,6 +114,7 @@ def setting(
             "help": help,
             "commands": commands,
             "metavar": metavar,
+            "env_only": env_only,
         },
     )
 
@@ -191,8 +185,8 @@ class Settings:
         (),
         "plain keys with every scope, comma-separated, for development and tests; no flag, so "
         "no key is ever on a command line",
-        flag=None,
-        type=KEY,
+        type=_Checked("key"),
+        env_only=True,
     )
     public_reads: bool = setting(False, "clients without a key may list and get users")
     max_body_bytes: int = setting(
@@ -241,7 +235,7 @@ class Settings:
         (),
         "origins whose browser scripts may call the API; none: CORS off",
         flag="--cors-origin",
-        type=ORIGIN,
+        type=_Checked("origin", _origin),
         metavar="ORIGIN",
     )
     shutdown_grace_seconds: int = setting(
@@ -290,24 +284,10 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        """The settings the `USERS_*` variables give (the command line's, with no flags)."""
-        return cls.parse(SERVE, {}, environ)
-
-    @classmethod
-    def parse(cls, command: str, flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-        """`command`'s settings: each from its flag if given, else its variable, else its
-        default; a bad value is a SettingsError naming where it came from."""
-        values: dict[str, Any] = {}
-        for item, option in _options(command):
-            given = flags.get(item.name)
-            if given is not None and given != ():
-                values[item.name] = tuple(given) if option.multiple else given
-                continue
-            raw = environ.get(variable(item.name))
-            if raw is not None:
-                values[item.name] = _from_variable(item.name, option, raw)
-        return cls(**values)
+    def from_env(cls) -> Settings:
+        """The settings `serve` reads from the `USERS_*` variables alone, as each worker does."""
+        command = click.Command(SERVE, params=options(SERVE))
+        return cls(**command.make_context(SERVE, []).params)
 
     def to_env(self) -> dict[str, str]:
         """The `USERS_*` variables that `from_env` reads back as these settings."""
@@ -318,50 +298,45 @@ def variable(name: str) -> str:
     return f"USERS_{name.upper()}"
 
 
-def options(command: str) -> list[click.Option]:
-    """The flags `command` takes, each overriding its variable."""
-    return [option for item, option in _options(command) if item.metadata["flag"] is not None]
+def options(command: str) -> list[click.Parameter]:
+    """The options of `command`'s settings: the store's on every command, the rest on `serve`."""
+    return [
+        _Option(item) for item in fields(Settings) if item.metadata["commands"] in {command, STORE}
+    ]
 
 
-def _options(command: str) -> Iterator[tuple[Any, click.Option]]:
-    for item in fields(Settings):
+class _Option(click.Option):
+    """A setting's option: its flag, else its `USERS_*` variable, else its default."""
+
+    def __init__(self, item: Field[Any]) -> None:
         meta = item.metadata
-        if meta["commands"] not in {command, STORE}:
-            continue
-        multiple = isinstance(item.default, tuple)
-        is_flag = isinstance(item.default, bool)
-        shown = _format(item.default)
-        yield (
-            item,
-            click.Option(
-                [_flag(item) or "", item.name],
-                type=None if is_flag else meta["type"] or TEXT,
-                is_flag=is_flag,
-                default=None,
-                multiple=multiple,
-                metavar=meta["metavar"],
-                help=f"{meta['help']} [{variable(item.name)}; default: {shown or 'none'}]".replace(
-                    "`", ""
-                ),
-            ),
+        super().__init__(
+            [meta["flag"] or f"--{item.name.replace('_', '-')}", item.name],
+            envvar=variable(item.name),
+            show_envvar=True,
+            default=item.default,
+            show_default=item.default not in ("", ()),
+            type=meta["type"],
+            is_flag=isinstance(item.default, bool),
+            multiple=isinstance(item.default, tuple),
+            metavar=meta["metavar"],
+            help=meta["help"].replace("`", ""),
+            hidden=meta["env_only"],
+            callback=_from_the_environment if meta["env_only"] else None,
         )
 
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        """The variable a bad value came from, else the flag (click's own hint names both)."""
+        if ctx and ctx.get_parameter_source(self.name or "") == click.ParameterSource.ENVIRONMENT:
+            return f"'{self.envvar}'"
+        return super(click.Option, self).get_error_hint(ctx)
 
-def _flag(item: Any) -> str | None:
-    """A setting's flag: `--` and its name, unless it names another or none."""
-    flag: str | None = item.metadata["flag"]
-    return flag if flag != "" else f"--{item.name.replace('_', '-')}"
 
-
-def _from_variable(name: str, option: click.Option, raw: str) -> Any:
-    """A variable's value, checked by its option's type."""
-    kind = click.BOOL if option.is_flag else option.type
-    try:
-        if option.multiple:
-            return tuple(kind.convert(item, None, None) for item in kind.split_envvar_value(raw))
-        return kind.convert(raw, None, None)
-    except click.BadParameter as error:
-        raise SettingsError(f"{variable(name)}: {error.message}") from None
+def _from_the_environment(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
+    """A key on a command line would be shown by `ps` to every user of the machine."""
+    if ctx.get_parameter_source(option.name or "") == click.ParameterSource.COMMANDLINE:
+        raise click.BadParameter(f"a key is given in {option.envvar} only, never as a flag")
+    return value
 
 
 def _format(value: object) -> str:
@@ -370,20 +345,3 @@ def _format(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def readme_table() -> str:
-    """The README's table of settings, as these declarations give it."""
-    rows = ["| flag | variable | default | meaning |", "|---|---|---|---|"]
-    for item in fields(Settings):
-        flag, listed = _flag(item), isinstance(item.default, tuple)
-        default = _format(item.default)
-        rows.append(
-            "| {} | {} | {} | {} |".format(
-                f"`{flag}`" + (" (repeat)" if listed else "") if flag else "",
-                f"`{variable(item.name)}`" + (" (comma-separated)" if listed else ""),
-                "off" if default == "false" else f"`{default}`" if default else "none",
-                item.metadata["help"],
-            )
-        )
-    return "\n".join(rows)

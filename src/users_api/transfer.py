@@ -170,9 +170,7 @@ def _users(path: Path, on_read: Callable[[int], object], reading: _Reading) -> I
             try:
                 record = _parsed(line)
                 if _is_last_id(record):
-                    last_id_line, value = number, record[LAST_ID]
-                    if not _is_id_count(value):
-                        raise ValueError(f"{LAST_ID} is a whole number from 0 to {MAX_ID}")
+                    last_id_line, value = number, _checked_last_id(record)
                     if value < highest:
                         raise ValueError(f"{LAST_ID} {value} is below the id {highest}")
                     continue
@@ -222,10 +220,9 @@ def _last_id(path: Path) -> int:
         lines = [line for line in file.read().splitlines() if line.strip()]
     try:
         record = _parsed(lines[-1]) if lines else None
+        return _checked_last_id(record) if _is_last_id(record) else 0
     except ValueError:  # `_users` names the line
         return 0
-    value = record[LAST_ID] if _is_last_id(record) else None
-    return value if _is_id_count(value) else 0
 
 
 def _is_last_id(record: Any) -> TypeGuard[dict[str, Any]]:
@@ -233,9 +230,12 @@ def _is_last_id(record: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(record, dict) and set(record) == {LAST_ID}
 
 
-def _is_id_count(value: Any) -> TypeGuard[int]:
-    """Whether a `last_id` is one: a whole number from 0 to `MAX_ID`."""
-    return type(value) is int and 0 <= value <= MAX_ID
+def _checked_last_id(record: dict[str, Any]) -> int:
+    """The last line's `last_id`; ValueError unless it is a whole number from 0 to `MAX_ID`."""
+    value = record[LAST_ID]
+    if type(value) is not int or not 0 <= value <= MAX_ID:
+        raise ValueError(f"{LAST_ID} is a whole number from 0 to {MAX_ID}")
+    return value
 
 
 def _parsed(line: bytes) -> Any:

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from connexion.exceptions import OAuthProblem, ProblemException
 from connexion.security import BearerSecurityHandler
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from users_api.auth import digest
+from users_api.settings import parse_limits
 
 if TYPE_CHECKING:
     import coredis
@@ -39,14 +40,6 @@ WARN_EVERY_SECONDS = 10
 UNLIMITED_PATHS = {"/healthz", "/readyz"}
 """Probes: a load balancer must always get through. (Prometheus's scrapes of /metrics are
 answered before these limits; to anyone else /metrics is an unknown path, and counted.)"""
-
-
-def parse_limits(text: str) -> list[RateLimitItem]:
-    """`50/second` or `50/second;1000/hour`; raises ValueError for anything else."""
-    items = parse_many(text)
-    if not items or any(item.amount < 1 for item in items):
-        raise ValueError(f"{text!r} allows nothing")
-    return items
 
 
 class Limiter:
