@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from importlib.resources import files
 from typing import Any
@@ -15,6 +15,7 @@ import connexion
 import yaml
 from asgi_correlation_id import CorrelationIdMiddleware
 from connexion import AbstractApp
+from connexion.json_schema import resolve_refs
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
@@ -24,6 +25,7 @@ from starlette.routing import compile_path
 from users_api.auth import ApiKey, security_map
 from users_api.connexion_adapter import (
     CONSOLE_PATH,
+    METHODS,
     call_operations_directly,
     middlewares,
     spec_for_connexion,
@@ -79,16 +81,18 @@ def create_app(
     text = SPEC.read_text()
     # libyaml's loader: the pure-Python one took most of an app's build time.
     spec = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    path_items = _path_items(spec["paths"])
     connexion_spec = spec_for_connexion(spec)
+    operations = _operations(connexion_spec)
+    operations_at = _operations_at(operations)
+    by_id = {op["operationId"]: op for item in operations.values() for op in item.values()}
+    templates = {
+        op["operationId"]: template for template, item in operations.items() for op in item.values()
+    }
     metrics = Metrics()
     limiter = Limiter(settings.rate_limit_storage, timeout_ms=settings.rate_limit_timeout_ms)
     resolver = StoreResolver(
         store,
-        {
-            operation["operationId"]: _dereferenced(spec, operation)
-            for _, operation in _operations(connexion_spec["paths"])
-        },
+        by_id,
         in_thread_loops=settings.app == "flask",
     )
 
@@ -116,7 +120,7 @@ def create_app(
         validator_map=validator_map(),
         security_map=security_map(
             settings.load_keys() if keys is None else keys,
-            _scopes(spec["paths"]),
+            {name: op["x-scope"] for name, op in by_id.items() if "x-scope" in op},
             public_reads=settings.public_reads,
         ),
         lifespan=lifespan,
@@ -147,7 +151,7 @@ def create_app(
         # /metrics answers the operator's networks only, and is neither logged nor counted.
         (MetricsEndpoint, outside, {"metrics": metrics, "networks": settings.metrics_networks}),
         # Every other request leaves one access line and its metrics, whatever answered it.
-        (AccessLog, outside, {"metrics": metrics, "templates": _templates(spec["paths"])}),
+        (AccessLog, outside, {"metrics": metrics, "templates": templates}),
         # A request still running when the shutdown grace ends is answered 503, not dropped.
         (CutShort, outside, {}),
         # The probes are answered on the event loop, ahead of anything a request can queue on.
@@ -171,10 +175,7 @@ def create_app(
         (
             RequestBody,
             inside,
-            {
-                "max_bytes": settings.max_body_bytes,
-                "takes_body": _takes_body(path_items),
-            },
+            {"max_bytes": settings.max_body_bytes, "operations_at": operations_at},
         ),
         # /openapi.json and /openapi.yaml are the spec as written, not Connexion's copy.
         (ServeSpecAsWritten, MiddlewarePosition.BEFORE_CONTEXT, {"text": text, "document": spec}),
@@ -191,7 +192,7 @@ def create_app(
     )
     install_error_handlers(
         app,
-        allowed_methods=_allowed_methods(path_items),
+        operations_at=operations_at,
         on_store_error_seen=on_store_error,
     )
     return app
@@ -245,81 +246,28 @@ EXPOSED_HEADERS = [
 ]
 """Response headers a browser script on an allowed origin may read."""
 
+Operations = dict[str, dict[str, dict[str, Any]]]
+"""Each operation of the spec, its `$ref`s resolved, by path template and then by method (in
+capitals, as requests name it)."""
 
-def _scopes(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """The scope each operationId needs: its `x-scope`."""
+
+def _operations(connexion_spec: Mapping[str, Any]) -> Operations:
+    paths = resolve_refs(connexion_spec)["paths"]
     return {
-        operation["operationId"]: operation["x-scope"]
-        for _, operation in _operations(paths)
-        if "x-scope" in operation
+        template: {method.upper(): op for method, op in item.items() if method in METHODS}
+        for template, item in paths.items()
     }
 
 
-def _templates(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Each operationId's path template, for the access log."""
-    return {operation["operationId"]: template for template, operation in _operations(paths)}
+def _operations_at(operations: Operations) -> Callable[[str], Mapping[str, Any]]:
+    """The operations at a request path, by method, as the router matches them (none for a path
+    it does not know); HEAD is the GET."""
+    routes = [
+        (compile_path(template)[0], {**item, "HEAD": item["GET"]} if "GET" in item else item)
+        for template, item in operations.items()
+    ]
 
+    def operations_at(path: str) -> Mapping[str, Any]:
+        return next((item for pattern, item in routes if pattern.match(path)), {})
 
-def _operations(paths: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Each operation of the spec, with its path template."""
-    for template, item in paths.items():
-        for method, operation in item.items():
-            if method in _METHODS:
-                yield template, operation
-
-
-def _dereferenced(spec: Mapping[str, Any], node: Any) -> Any:
-    """`node` with each local `$ref` in it replaced by what it points to."""
-    if isinstance(node, list):
-        return [_dereferenced(spec, item) for item in node]
-    if not isinstance(node, Mapping):
-        return node
-    if "$ref" in node:
-        target: Any = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        return _dereferenced(spec, target)
-    return {key: _dereferenced(spec, value) for key, value in node.items()}
-
-
-PathItems = Callable[[str], Mapping[str, Any] | None]
-"""The spec's path item that a request path matches, as the router matches it; None for none."""
-
-
-def _path_items(paths: Mapping[str, Mapping[str, Any]]) -> PathItems:
-    routes = [(compile_path(template)[0], item) for template, item in paths.items()]
-
-    def item_of(path: str) -> Mapping[str, Any] | None:
-        return next((item for pattern, item in routes if pattern.match(path)), None)
-
-    return item_of
-
-
-def _allowed_methods(item_of: PathItems) -> Callable[[str], list[str]]:
-    """The methods the spec gives a request path, for a 405's `Allow` header: HEAD too where
-    there is GET, as the router answers it."""
-
-    def allowed(path: str) -> list[str]:
-        item = item_of(path) or {}
-        return _with_head([method.upper() for method in item if method in _METHODS])
-
-    return allowed
-
-
-def _takes_body(item_of: PathItems) -> Callable[[str, str], bool | None]:
-    """Whether the operation a request (method, path) is for takes a body; None when the spec
-    has no such operation (the router answers 404 or 405). A HEAD is its GET."""
-
-    def takes_body(method: str, path: str) -> bool | None:
-        name = "get" if method == "HEAD" else method.lower()
-        operation = (item_of(path) or {}).get(name) if name in _METHODS else None
-        return None if operation is None else "requestBody" in operation
-
-    return takes_body
-
-
-def _with_head(methods: list[str]) -> list[str]:
-    return [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else methods
-
-
-_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+    return operations_at

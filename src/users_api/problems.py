@@ -137,12 +137,12 @@ def problem_response(
 
 def install_error_handlers(
     app: AbstractApp,
-    allowed_methods: Callable[[str], list[str]],
+    operations_at: Callable[[str], Mapping[str, Any]],
     on_store_error_seen: Callable[[StoreError], object],
 ) -> None:
-    """Route every exception to one problem response; `allowed_methods` gives a path's `Allow`,
-    and `on_store_error_seen` hears of each store error (for the metrics). The handlers are
-    coroutines: Connexion runs any other in a thread."""
+    """Route every exception to one problem response; `operations_at` gives a path's
+    operations by method (a 405's `Allow`), and `on_store_error_seen` hears of each store error
+    (for the metrics). The handlers are coroutines: Connexion runs any other in a thread."""
 
     async def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, ProblemException)
@@ -173,7 +173,7 @@ def install_error_handlers(
     async def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
-        if exc.status_code == 405 and (methods := allowed_methods(request.url.path)):
+        if exc.status_code == 405 and (methods := operations_at(request.url.path)):
             headers["Allow"] = ", ".join(methods)  # stock names only one of a path's methods
         return problem(request, exc.status_code, exc.detail, headers=headers)
 

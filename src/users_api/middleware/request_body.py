@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,17 +17,22 @@ FRAMING = (b"content-length", b"transfer-encoding")
 
 class RequestBody:
     """413 for a body larger than `max_bytes` (by Content-Length, and by counting the bytes of a
-    chunked one); 400 for a body sent to an operation that takes none (`takes_body` says which:
-    every GET and DELETE here); 415 for a body without a Content-Type. The body goes on with an
+    chunked one); 400 for a body sent to an operation that takes none (every GET and DELETE
+    here; `operations_at` gives a path's operations by method); 415 for a body without a
+    Content-Type. The body goes on with an
     exact Content-Length: Connexion validates a body only when one is declared.
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, takes_body: Callable[[str, str], bool | None]
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        operations_at: Callable[[str], Mapping[str, Any]],
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.takes_body = takes_body
+        self.operations_at = operations_at
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,12 +54,12 @@ class RequestBody:
             more_body = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 raise self._too_large()
-        if body:
-            takes_body = self.takes_body(scope["method"], scope["path"])
-            if takes_body is False:
-                raise invalid("This operation takes no request body.", [])
-            if takes_body and b"content-type" not in headers:
-                raise UnsupportedMediaTypeProblem("A request body needs a Content-Type.")
+        # Where no operation matches, the router answers 404 or 405 whatever the body.
+        operation = self.operations_at(scope["path"]).get(scope["method"]) if body else None
+        if operation is not None and "requestBody" not in operation:
+            raise invalid("This operation takes no request body.", [])
+        if operation is not None and b"content-type" not in headers:
+            raise UnsupportedMediaTypeProblem("A request body needs a Content-Type.")
 
         framed = [(name, value) for name, value in scope["headers"] if name not in FRAMING]
         framed.append((b"content-length", str(len(body)).encode()))
