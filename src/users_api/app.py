@@ -131,11 +131,12 @@ def create_app(
     def on_store_error(error: StoreError) -> None:
         metrics.store_errors.labels(type(error).__name__).inc()
 
+    sent, read = _cors_headers(operations)
     cors = {
         "allow_origins": settings.cors_origins,
-        "allow_methods": ["GET", "POST", "PUT", "DELETE"],
-        "allow_headers": ALLOWED_HEADERS,
-        "expose_headers": EXPOSED_HEADERS,
+        "allow_methods": sorted({method for item in operations.values() for method in item}),
+        "allow_headers": sent,
+        "expose_headers": read,
     }
     # Outermost first. Those before Connexion's exception handling see, and shape, every
     # response, errors included; those after it have their refusals answered as problems; the
@@ -232,20 +233,6 @@ async def _stop(task: asyncio.Task[None]) -> None:
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """An `X-Request-ID` the service takes from a client; any other, it replaces with its own."""
 
-ALLOWED_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key"]
-"""Request headers a browser script on an allowed origin may send."""
-EXPOSED_HEADERS = [
-    "ETag",
-    "Location",
-    "Idempotent-Replayed",
-    "X-Request-ID",
-    "Retry-After",
-    "RateLimit-Limit",
-    "RateLimit-Remaining",
-    "RateLimit-Reset",
-]
-"""Response headers a browser script on an allowed origin may read."""
-
 Operations = dict[str, dict[str, dict[str, Any]]]
 """Each operation of the spec, its `$ref`s resolved, by path template and then by method (in
 capitals, as requests name it)."""
@@ -257,6 +244,19 @@ def _operations(connexion_spec: Mapping[str, Any]) -> Operations:
         template: {method.upper(): op for method, op in item.items() if method in METHODS}
         for template, item in paths.items()
     }
+
+
+def _cors_headers(operations: Operations) -> tuple[list[str], list[str]]:
+    """The request headers a browser script on an allowed origin may send (its key, its body's
+    type and the spec's header parameters), and the response headers it may read (the spec's,
+    and the request id)."""
+    sent, read = ["Authorization", "Content-Type"], ["X-Request-ID"]
+    for item in operations.values():
+        for operation in item.values():
+            sent += [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
+            for response in operation["responses"].values():
+                read += response.get("headers", {})
+    return list(dict.fromkeys(sent)), list(dict.fromkeys(read))
 
 
 def _operations_at(operations: Operations) -> Callable[[str], Mapping[str, Any]]:

@@ -202,6 +202,22 @@ def test_an_allowed_origin_passes_preflight_and_reads_the_etag() -> None:
     assert "ETag" in response.headers["access-control-expose-headers"]
 
 
+def test_an_allowed_origin_may_send_and_read_the_headers_the_spec_declares() -> None:
+    client = client_with(store=MemoryStore(), cors_origins=("https://app.example",))
+    allowed = client.options(
+        "/users",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        },
+    )
+    assert allowed.status_code == 200
+    refused = client.get("/users", headers={"Origin": "https://app.example"})
+    exposed = refused.headers["access-control-expose-headers"].split(", ")
+    assert {"WWW-Authenticate", "X-Request-ID", "Retry-After", "Location"} <= set(exposed)
+
+
 def test_another_origin_fails_preflight() -> None:
     client = client_with(store=MemoryStore(), cors_origins=("https://app.example",))
     refused = preflight(client, "https://evil.example")
