@@ -42,11 +42,14 @@ class HandlerArguments:
     """
 
     def __init__(self, operation: Mapping[str, Any], handler: Callable[..., Any]) -> None:
-        self.operation_id = operation["operationId"]
+        """Refuses, at start, a handler that takes a parameter the operation does not declare (it
+        would always get its default) or ignores one it does."""
         self.path: dict[str, tuple[str, bool]] = {}
         self.query: dict[str, tuple[str, bool]] = {}
         self.headers: dict[bytes, str] = {}
         self.defaults: dict[str, Any] = {}
+        self.body = "requestBody" in operation
+        declared = {BODY} if self.body else set()
         for parameter in operation.get("parameters", []):
             name, argument = parameter["name"], pythonic(parameter["name"])
             integer = parameter.get("schema", {}).get("type") == "integer"
@@ -58,9 +61,16 @@ class HandlerArguments:
                     self.defaults[argument] = parameter["schema"]["default"]
             elif parameter["in"] == "header":
                 self.headers[name.lower().encode()] = argument
-        self.body = "requestBody" in operation
-        self.caller = CALLER in inspect.signature(handler).parameters
-        self._check(handler)
+            else:  # a cookie: not read, so no handler may take it
+                continue
+            declared.add(argument)
+        taken = set(inspect.signature(handler).parameters) - INJECTED
+        self.caller = CALLER in taken
+        if taken - {CALLER} != declared:
+            raise HandlerMismatch(
+                f"{operation['operationId']}: the handler takes {sorted(taken - {CALLER})}, "
+                f"the operation declares {sorted(declared)}"
+            )
 
     def of(self, scope: Scope, body: Any, caller: Any) -> dict[str, Any]:
         """The handler's arguments for the request `scope`, whose JSON body is `body`, from
@@ -87,19 +97,3 @@ class HandlerArguments:
         if self.caller:
             arguments[CALLER] = caller
         return arguments
-
-    def _check(self, handler: Callable[..., Any]) -> None:
-        """Refuse, at start, a handler that takes a parameter the operation does not declare
-        (it would always get its default) or ignores one it does."""
-        taken = set(inspect.signature(handler).parameters) - INJECTED - {CALLER}
-        declared = {
-            *(argument for argument, _ in self.path.values()),
-            *(argument for argument, _ in self.query.values()),
-            *self.headers.values(),
-            *([BODY] if self.body else []),
-        }
-        if taken != declared:
-            raise HandlerMismatch(
-                f"{self.operation_id}: the handler takes {sorted(taken)}, "
-                f"the operation declares {sorted(declared)}"
-            )

@@ -167,29 +167,21 @@ class ApiKeyBearer(BearerSecurityHandler):
         return self._verify
 
     def _verify(self, request: ConnexionRequest) -> Any:
+        """The key's name and scopes; 401 for an unknown key, 403 for a missing scope.
+
+        The key's name goes into the request's context, where the access log and the metrics
+        find it, refused or not.
+        """
         scheme, token = self.get_auth_header_value(request)
         operation = operation_id(request.scope) or ""
         if scheme is None and operation in self._public:
             return {"scope": [READ]}
         if scheme != "bearer":
             return NO_CREDENTIALS
-        info = self._token_info(token, operation, request)
-        if info is None:
-            raise OAuthResponseProblem(detail="Provided token is not valid")
-        return info
-
-    def _token_info(
-        self, token: str, operation: str, request: ConnexionRequest
-    ) -> dict[str, Any] | None:
-        """The key's name and scopes; None (401) for an unknown key; 403 for a missing scope.
-
-        The key's name goes into the request's context, where the access log and the metrics
-        find it, refused or not.
-        """
         # Looked up by digest: what a lookup's timing could tell is about the digest, not the key.
         found = self._keys.get(presented_digest(token))
         if found is None:
-            return None
+            raise OAuthResponseProblem(detail="Provided token is not valid")
         request.context["user"] = found.name
         needed = self._scopes.get(operation)
         if needed is not None and needed not in found.granted:
