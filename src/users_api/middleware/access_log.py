@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from users_api.connexion_adapter import key_name, operation_id
 from users_api.metrics import Metrics
+from users_api.middleware import HTTPMiddleware
 
 logger = logging.getLogger("users.access")
 
@@ -20,7 +21,7 @@ CLIENT_CLOSED_REQUEST = 499
 """What the access log and the metrics say of a request its client abandoned (nginx's code)."""
 
 
-class AccessLog:
+class AccessLog(HTTPMiddleware):
     """Outside Connexion's exception handling, so it sees every final status.
 
     The line names the operation as the spec does, by operationId and path template, so ids
@@ -29,15 +30,12 @@ class AccessLog:
     """
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, templates: Mapping[str, str]) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
         self.templates = templates
         """Path template of each operationId."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status, sent_bytes, responded = 500, 0, False
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from users_api.handlers.problem_types import WRITE_OUTCOME_UNKNOWN
+from users_api.middleware import HTTPMiddleware
 from users_api.middleware.rate_limits import WRITES
 from users_api.problems import problem_response
 
@@ -17,17 +18,11 @@ CUT_SHORT_WRITE = (
 )
 
 
-class CutShort:
+class CutShort(HTTPMiddleware):
     """uvicorn cancels the requests in flight when the grace ends: each that has not begun its
     answer gets a 503 to retry elsewhere (a write: of unknown outcome)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         responded = False
 
         async def watch(message: Message) -> None:

@@ -9,19 +9,20 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from users_api.metrics import Metrics
+from users_api.middleware import HTTPMiddleware
 from users_api.problems import problem_response
 
 PATH = "/metrics"
 
 
-class MetricsEndpoint:
+class MetricsEndpoint(HTTPMiddleware):
     def __init__(self, app: ASGIApp, *, metrics: Metrics, networks: Sequence[str]) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
         self.networks = [ipaddress.ip_network(network) for network in networks]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or not self._may_scrape(scope):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != PATH or not self._may_scrape(scope):
             await self.app(scope, receive, send)
         elif scope["method"] == "GET":
             await self.metrics.endpoint(scope, receive, send)

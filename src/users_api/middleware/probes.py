@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from users_api.connexion_adapter import name_operation
 from users_api.handlers.health import check_health, check_readiness
 from users_api.handlers.problem_types import UNAVAILABLE
+from users_api.middleware import HTTPMiddleware
 from users_api.problems import RETRY_AFTER_SECONDS, problem_response
 from users_api.store import StoreError, StoreUnavailable, UserStore
 
@@ -29,16 +30,16 @@ logger = logging.getLogger(__name__)
 HEAD_OR_GET = ("HEAD", "GET")
 
 
-class Probes:
+class Probes(HTTPMiddleware):
     def __init__(
         self, app: ASGIApp, *, store: UserStore, on_store_error: Callable[[StoreError], object]
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.store = store
         self.on_store_error = on_store_error
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] if scope["type"] == "http" else None
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
         if (
             path not in ("/healthz", "/readyz")
             or scope["method"] not in HEAD_OR_GET

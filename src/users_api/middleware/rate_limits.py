@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from users_api.auth import digest
+from users_api.middleware import HTTPMiddleware
 from users_api.settings import parse_limits
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Limiter:
             self._pool.disconnect()
 
 
-class RateLimits:
+class RateLimits(HTTPMiddleware):
     """429 for a request over a limit, with `Retry-After` and the `RateLimit-*` headers."""
 
     def __init__(
@@ -89,15 +90,15 @@ class RateLimits:
         limiter: Limiter,
         on_storage_failure: Callable[[], object],
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.writes = parse_limits(writes)
         self.requests = parse_limits(requests)
         self.limiter = limiter
         self.on_storage_failure = on_storage_failure
         self._quiet_until = 0.0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] not in UNLIMITED_PATHS:
             if self.limiter.remote:
                 await self._count_or_pass(scope)
             else:  # counted in this process: nothing to wait for, nothing that can fail

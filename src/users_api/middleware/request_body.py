@@ -9,13 +9,14 @@ from typing import Any
 from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from users_api.middleware import HTTPMiddleware
 from users_api.problems import invalid
 
 CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 FRAMING = (b"content-length", b"transfer-encoding")
 
 
-class RequestBody:
+class RequestBody(HTTPMiddleware):
     """413 for a body larger than `max_bytes` (by Content-Length, and by counting the bytes of a
     chunked one); 400 for a body sent to an operation that takes none (every GET and DELETE
     here; `operations_at` gives a path's operations by method); 415 for a body without a
@@ -30,14 +31,11 @@ class RequestBody:
         max_bytes: int,
         operations_at: Callable[[str], Mapping[str, Any]],
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
         self.operations_at = operations_at
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and not CONTENT_LENGTH.fullmatch(declared.decode("latin-1")):

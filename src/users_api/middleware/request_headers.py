@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from users_api.middleware import HTTPMiddleware
 from users_api.problems import invalid
 
 
-class RequestHeaders:
+class RequestHeaders(HTTPMiddleware):
     """Each header sent on several lines becomes one, its values comma-joined (RFC 9110,
     section 5.3): else Connexion's validators, Flask and the handlers would each read another
     line of it (the first, or all joined). A second Content-Type is a 400, for the same reason.
@@ -16,13 +17,7 @@ class RequestHeaders:
     up by it as written, and would skip validating `APPLICATION/JSON`.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         lines: dict[bytes, list[bytes]] = {}
         for name, value in scope["headers"]:
             lines.setdefault(name, []).append(value)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 from connexion.exceptions import ProblemException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from users_api.middleware import HTTPMiddleware
 
 MAX_TARGET_BYTES = 4096
 """The longest request target (path and query) answered: longer gets 414. It also keeps every
@@ -16,16 +18,12 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 whether a path segment may (a 500 between them)."""
 
 
-class RequestTarget:
+class RequestTarget(HTTPMiddleware):
     """414 for a target longer than `MAX_TARGET_BYTES`; 404 for a path with a control character
     (`/problems/a%0Ab`) or an empty segment (`//users/1`, `/users/1/`)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            _check(scope)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _check(scope)
         await self.app(scope, receive, send)
 
 

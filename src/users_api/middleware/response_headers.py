@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from users_api.middleware import HTTPMiddleware
 
 
-class ResponseHeaders:
+class ResponseHeaders(HTTPMiddleware):
     """`X-Content-Type-Options: nosniff` everywhere, and `Cache-Control: private, no-cache` on
     the users resource: a browser may keep a user but must ask first (`If-None-Match` with its
     `ETag`, answered `304` while it is current), and no shared cache keeps what a key read.
     No Content-Type on a 204 or 304, which have no body (Connexion gives them one)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         users = scope["path"] == "/users" or scope["path"].startswith("/users/")
 
         async def add_headers(message: Message) -> None:

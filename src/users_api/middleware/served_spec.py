@@ -14,19 +14,21 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from users_api.middleware import HTTPMiddleware
 
-class ServeSpecAsWritten:
+
+class ServeSpecAsWritten(HTTPMiddleware):
     """`text` is the spec file as read; `document`, the same parsed."""
 
     def __init__(self, app: ASGIApp, *, text: str, document: dict[str, Any]) -> None:
-        self.app = app
+        super().__init__(app)
         self.documents = {
             "/openapi.json": Response(json.dumps(document), media_type="application/json"),
             "/openapi.yaml": Response(text, media_type="text/yaml"),
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        document = self.documents.get(scope["path"]) if scope["type"] == "http" else None
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        document = self.documents.get(scope["path"])
         if document is None:
             await self.app(scope, receive, send)
             return
