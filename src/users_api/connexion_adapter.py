@@ -1,6 +1,6 @@
 """Every reach into Connexion's internals, and nothing else: each a named piece that says which
-of its behaviours it changes and why. `tests/test_connexion_adapter.py` fails, naming the piece,
-when a Connexion upgrade moves what one relies on.
+of its behaviours it changes and why. `tests/unit/test_connexion_adapter.py` fails, naming the
+piece, when a Connexion upgrade moves what one relies on.
 
 The rest of the service uses Connexion through its documented extension points only.
 """
@@ -27,11 +27,6 @@ from connexion.validators import (
     TextResponseBodyValidator,
 )
 from starlette.types import Receive, Scope, Send
-
-CONSOLE_PATH = "/ui"
-NO_CREDENTIALS = NO_VALUE
-"""What a security handler's check returns for a request that carries none of its scheme."""
-
 
 # 1. AsyncApp's operations call their handler directly.
 #
@@ -69,6 +64,8 @@ def call_operations_directly(app: connexion.AbstractApp) -> None:
 #
 # Connexion's Swagger UI middleware runs every request through the console's router first.
 
+CONSOLE_PATH = "/ui"
+
 
 class _ConsoleOnItsPath(SwaggerUIMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,8 +86,12 @@ def middlewares() -> list[Any]:
 # 3. Which operation, and which API key, a request is for.
 #
 # Connexion's router names the operation in the scope's extensions, and its security puts the
-# accepted key's name in the request's context; neither is documented. The key check needs the
-# operation (each operation's scope is its `x-scope`), the access log and metrics both.
+# accepted key's name in the request's context; neither is documented, nor is the value a key
+# check returns for "no key of this scheme". The key check needs the operation (each
+# operation's scope is its `x-scope`), the access log and metrics both.
+
+NO_CREDENTIALS = NO_VALUE
+"""What a security handler's check returns for a request that carries none of its scheme."""
 
 
 def operation_id(scope: Scope) -> str | None:

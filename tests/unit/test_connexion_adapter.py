@@ -12,6 +12,8 @@ from connexion.decorators.response import AsyncResponseDecorator
 from connexion.middleware import ConnexionMiddleware
 from connexion.middleware.abstract import ROUTING_CONTEXT
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.security import SecurityHandlerFactory
+from connexion.validators import AbstractRequestBodyValidator, AbstractResponseBodyValidator
 
 from users_api import connexion_adapter
 from users_api.app import create_app
@@ -55,6 +57,13 @@ def test_piece_3_the_router_names_the_operation_and_security_the_key() -> None:
     assert ROUTING_CONTEXT == "connexion_routing"
 
 
+def test_piece_3_a_scheme_not_sent_is_connexions_no_value() -> None:
+    """`NO_CREDENTIALS` tells Connexion's security to try the next scheme, or answer 401."""
+    source = inspect.getsource(SecurityHandlerFactory.verify_security)
+    assert "if token_info is not NO_VALUE:" in source, "security no longer reads NO_VALUE"
+    assert connexion_adapter.NO_CREDENTIALS is connexion.security.NO_VALUE
+
+
 def test_piece_4_connexion_still_appends_path_parameters_to_its_operations() -> None:
     """If an upgrade stops doing so, `spec_for_connexion` can go."""
     from connexion.operations import OpenAPIOperation
@@ -76,3 +85,14 @@ def test_the_handlers_run_the_same_on_both_app_classes(flavour: str) -> None:
     assert (updated.status_code, updated.json()["username"]) == (200, "kramer")
     listed = client.get("/users?limit=1&username=KRAMER", headers=headers)
     assert [user["id"] for user in listed.json()["items"]] == [1]
+
+
+def test_piece_5_the_request_body_is_parsed_then_validated_in_the_steps_it_hooks() -> None:
+    """`BodyValidator` replaces `_parse` and `_validate` and reads `_schema`; the response
+    validator for HEAD reads `_scope`."""
+    receive = inspect.getsource(AbstractRequestBodyValidator.wrap_receive)
+    assert "await self._parse(stream(), scope=scope)" in receive, "the body parse step moved"
+    assert "self._validate(body)" in receive, "the body validation step moved"
+    assert "self._schema = schema" in inspect.getsource(AbstractRequestBodyValidator.__init__)
+    assert "self._scope = scope" in inspect.getsource(AbstractResponseBodyValidator.__init__)
+    assert "def wrap_send" in inspect.getsource(AbstractResponseBodyValidator)
