@@ -82,7 +82,6 @@ def invalid(detail: str, errors: Sequence[Mapping[str, str]]) -> ProblemExceptio
 
 
 def problem(
-    request: ConnexionRequest,
     status: int,
     detail: str,
     *,
@@ -146,9 +145,7 @@ def install_error_handlers(
 
     async def on_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, ProblemException)
-        return problem(
-            request, exc.status, str(exc.detail), extensions=exc.ext, headers=exc.headers
-        )
+        return problem(exc.status, str(exc.detail), extensions=exc.ext, headers=exc.headers)
 
     async def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, StoreError)
@@ -166,20 +163,18 @@ def install_error_handlers(
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if isinstance(exc, UsernameTaken) and exc.holder is not None:
             extensions["holder"] = f"/users/{exc.holder}"  # any key that may write may read
-        return problem(
-            request, kind.status, str(exc), kind=kind, extensions=extensions, headers=headers
-        )
+        return problem(kind.status, str(exc), kind=kind, extensions=extensions, headers=headers)
 
     async def on_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
         if exc.status_code == 405 and (methods := operations_at(request.url.path)):
             headers["Allow"] = ", ".join(methods)  # stock names only one of a path's methods
-        return problem(request, exc.status_code, exc.detail, headers=headers)
+        return problem(exc.status_code, exc.detail, headers=headers)
 
     async def on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem(request, 500, "The server failed to answer this request.")
+        return problem(500, "The server failed to answer this request.")
 
     app.add_error_handler(ProblemException, on_problem)
     app.add_error_handler(StoreError, on_store_error)
