@@ -8,7 +8,7 @@ import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 from connexion import context
@@ -57,8 +57,8 @@ class StoreResolver(Resolver):
                 return await handler(**of_request())
 
             return call
-        in_thread = self._loops.run_to_end(handler)
-        return lambda *_, **__: in_thread(**of_request())
+        loops = self._loops
+        return lambda *_, **__: loops.run(handler(**of_request()))
 
     def close(self) -> None:
         if self._loops is not None:
@@ -66,8 +66,8 @@ class StoreResolver(Resolver):
 
 
 class ThreadLoops:
-    """An event loop for each thread that calls a coroutine function through `run_to_end`;
-    `close()`, or at the latest the collection of this object, closes them all."""
+    """An event loop for each thread that runs a coroutine through `run`; `close()`, or at the
+    latest the collection of this object, closes them all."""
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -75,13 +75,9 @@ class ThreadLoops:
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self._loops, self._lock)
 
-    def run_to_end(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        """`function` as a plain function, run to its end on the calling thread's loop."""
-
-        def run(**arguments: Any) -> Any:
-            return self._loop().run_until_complete(function(**arguments))
-
-        return run
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """`coroutine` run to its end on the calling thread's loop."""
+        return self._loop().run_until_complete(coroutine)
 
     def close(self) -> None:
         _close_all(self._loops, self._lock)

@@ -14,15 +14,15 @@ async def running_loop() -> asyncio.AbstractEventLoop:
 
 def test_each_thread_keeps_one_loop_and_close_closes_them() -> None:
     loops = ThreadLoops()
-    run = loops.run_to_end(running_loop)
-    first = run()
-    assert run() is first
+    first = loops.run(running_loop())
+    assert loops.run(running_loop()) is first
     with ThreadPoolExecutor(1) as pool:
-        other = pool.submit(run).result()
+        other = pool.submit(lambda: loops.run(running_loop())).result()
     assert other is not first
     loops.close()
     assert first.is_closed() and other.is_closed()
-    again = run()  # a thread that serves after a close gets a new loop, not a closed one
+    # A thread that serves after a close gets a new loop, not a closed one.
+    again = loops.run(running_loop())
     assert not again.is_closed()
     loops.close()
     assert again.is_closed()
@@ -40,6 +40,6 @@ def test_close_leaves_a_loop_that_is_still_running_a_call() -> None:
         else:
             closed.append(None)
 
-    loops.run_to_end(close_from_inside)()
+    loops.run(close_from_inside())
     assert closed == [None]
     loops.close()
