@@ -90,11 +90,7 @@ def create_app(
     }
     metrics = Metrics()
     limiter = Limiter(settings.rate_limit_storage, timeout_ms=settings.rate_limit_timeout_ms)
-    resolver = StoreResolver(
-        store,
-        by_id,
-        in_thread_loops=settings.app == "flask",
-    )
+    resolver = StoreResolver(store, by_id, in_thread_loops=settings.app == "flask")
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
@@ -131,13 +127,7 @@ def create_app(
     def on_store_error(error: StoreError) -> None:
         metrics.store_errors.labels(type(error).__name__).inc()
 
-    sent, read = _cors_headers(operations)
-    cors = {
-        "allow_origins": settings.cors_origins,
-        "allow_methods": sorted({method for item in operations.values() for method in item}),
-        "allow_headers": sent,
-        "expose_headers": read,
-    }
+    cors = {"allow_origins": settings.cors_origins, **_cors(operations)}
     # Outermost first. Those before Connexion's exception handling see, and shape, every
     # response, errors included; those after it have their refusals answered as problems; the
     # last sees only what Connexion routed and let through.
@@ -246,17 +236,23 @@ def _operations(connexion_spec: Mapping[str, Any]) -> Operations:
     }
 
 
-def _cors_headers(operations: Operations) -> tuple[list[str], list[str]]:
-    """The request headers a browser script on an allowed origin may send (its key, its body's
-    type and the spec's header parameters), and the response headers it may read (the spec's,
-    and the request id)."""
+def _cors(operations: Operations) -> dict[str, list[str]]:
+    """What a browser script on an allowed origin may do: call the spec's methods, send its key,
+    its body's type and the spec's header parameters, and read the spec's response headers and
+    the request id."""
+    methods: list[str] = []
     sent, read = ["Authorization", "Content-Type"], ["X-Request-ID"]
     for item in operations.values():
+        methods += item
         for operation in item.values():
             sent += [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
             for response in operation["responses"].values():
                 read += response.get("headers", {})
-    return list(dict.fromkeys(sent)), list(dict.fromkeys(read))
+    return {
+        "allow_methods": sorted(set(methods)),
+        "allow_headers": list(dict.fromkeys(sent)),
+        "expose_headers": list(dict.fromkeys(read)),
+    }
 
 
 def _operations_at(operations: Operations) -> Callable[[str], Mapping[str, Any]]:
