@@ -146,7 +146,7 @@ def create_app(
         # A request still running when the shutdown grace ends is answered 503, not dropped.
         (CutShort, outside, {}),
         # The probes are answered on the event loop, ahead of anything a request can queue on.
-        (Probes, outside, {"store": store, "on_store_error": on_store_error}),
+        (Probes, inside, {"store": store}),
         # A client, or an API key's writes, past its rate is answered 429 before any work.
         (
             RateLimits,

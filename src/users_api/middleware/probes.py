@@ -11,32 +11,25 @@ other request with a body an operation does not take.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from users_api.connexion_adapter import name_operation
 from users_api.handlers.health import check_health, check_readiness
-from users_api.handlers.problem_types import UNAVAILABLE
 from users_api.middleware import HTTPMiddleware
-from users_api.problems import RETRY_AFTER_SECONDS, problem_response
-from users_api.store import StoreError, StoreUnavailable, UserStore
-
-logger = logging.getLogger(__name__)
+from users_api.store import UserStore
 
 HEAD_OR_GET = ("HEAD", "GET")
 
 
 class Probes(HTTPMiddleware):
-    def __init__(
-        self, app: ASGIApp, *, store: UserStore, on_store_error: Callable[[StoreError], object]
-    ) -> None:
+    """A store that cannot be reached makes `/readyz` raise, for the error handlers to answer
+    and count as they do for every operation."""
+
+    def __init__(self, app: ASGIApp, *, store: UserStore) -> None:
         super().__init__(app)
         self.store = store
-        self.on_store_error = on_store_error
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -50,17 +43,9 @@ class Probes(HTTPMiddleware):
         if path == "/healthz":
             name_operation(scope, check_health.__name__)  # for the access log and the metrics
             body, status, headers = await check_health()
-            await JSONResponse(body, status, headers)(scope, receive, send)
-            return
-        name_operation(scope, check_readiness.__name__)
-        try:
+        else:
+            name_operation(scope, check_readiness.__name__)
             body, status, headers = await check_readiness(store=self.store)
-        except StoreUnavailable as error:
-            self.on_store_error(error)
-            logger.warning("store unavailable: %s", error.reason)
-            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-            await problem_response(503, str(error), retry, kind=UNAVAILABLE)(scope, receive, send)
-            return
         await JSONResponse(body, status, headers)(scope, receive, send)
 
 
