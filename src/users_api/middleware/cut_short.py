@@ -9,7 +9,7 @@ from starlette.types import Message, Receive, Scope, Send
 from users_api.handlers.problem_types import WRITE_OUTCOME_UNKNOWN
 from users_api.middleware import HTTPMiddleware
 from users_api.middleware.rate_limits import WRITES
-from users_api.problems import problem_response
+from users_api.problems import RETRY_AFTER_SECONDS, problem_response
 
 CUT_SHORT = "The service stopped before this request was answered; retry it."
 CUT_SHORT_WRITE = (
@@ -39,6 +39,6 @@ class CutShort(HTTPMiddleware):
             await problem_response(
                 503,
                 CUT_SHORT_WRITE if writes else CUT_SHORT,
-                {"Retry-After": "1", "Connection": "close"},
+                {"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"},
                 kind=WRITE_OUTCOME_UNKNOWN if writes else None,
             )(scope, receive, send)
