@@ -101,6 +101,12 @@ def operation_id(scope: Scope) -> str | None:
     return found.rpartition(".")[2] if found else None
 
 
+def follow_routing(scope: Scope) -> None:
+    """Let `operation_id(scope)` see, once the request is answered, which operation the router
+    matched: it records that in the extensions of its copy of the scope, shared with this one."""
+    scope.setdefault("extensions", {})
+
+
 def name_operation(scope: Scope, operation: str) -> None:
     """Name the operation for a request answered before Connexion's router sees it."""
     scope.setdefault("extensions", {})[ROUTING_CONTEXT] = {"operation_id": operation}

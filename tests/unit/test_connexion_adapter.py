@@ -3,7 +3,9 @@ it guards, so that an upgrade that moves one fails here, plainly, before anywher
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+from typing import Any
 
 import connexion
 import pytest
@@ -55,6 +57,31 @@ def test_piece_3_the_router_names_the_operation_and_security_the_key() -> None:
     assert 'operation="list_users"' in scraped, "the router no longer names the operation"
     assert 'key="USERS_API_KEYS[1]"' in scraped, "security no longer names the accepted key"
     assert ROUTING_CONTEXT == "connexion_routing"
+
+
+def test_piece_3_the_router_names_the_operation_to_a_scope_sent_without_extensions() -> None:
+    """uvicorn's scopes carry no `extensions`: `follow_routing` gives the access log's scope the
+    dict that the router's copy of it writes into."""
+    app = create_app(Settings(api_keys=("k",)), store=MemoryStore())
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/users",
+        "raw_path": b"/users",
+        "query_string": b"",
+        "headers": [(b"authorization", b"Bearer k")],
+        "client": ("127.0.0.1", 50000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_: Any) -> None:
+        pass
+
+    asyncio.run(app(scope, receive, send))
+    scraped = app.test_client(client=("127.0.0.1", 50000)).get("/metrics").text
+    assert 'operation="list_users"' in scraped, "the router's record no longer reaches the log"
 
 
 def test_piece_3_a_scheme_not_sent_is_connexions_no_value() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from users_api.connexion_adapter import key_name, operation_id
+from users_api.connexion_adapter import follow_routing, key_name, operation_id
 from users_api.metrics import Metrics
 from users_api.middleware import HTTPMiddleware
 
@@ -47,9 +47,7 @@ class AccessLog(HTTPMiddleware):
                 sent_bytes += len(message.get("body", b""))
             await send(message)
 
-        # Connexion's router records the operation in the scope's extensions, which the copy
-        # of the scope it routes shares with this one.
-        scope.setdefault("extensions", {})
+        follow_routing(scope)
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, measure)
