@@ -18,8 +18,6 @@ CALLER = "token_info"
 """The handler parameter that gets what the key check put in the request's context of its API
 key (`users_api.auth`: `sub`, its name; `client`, its digest)."""
 BODY = "body"
-PARSED_BODY = "users_api.body"
-"""Where the body validator leaves the request's body, parsed, in the scope's extensions."""
 
 
 class HandlerMismatch(Exception):

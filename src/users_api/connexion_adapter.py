@@ -143,7 +143,11 @@ def spec_for_connexion(spec: dict[str, Any]) -> dict[str, Any]:
 # Connexion's JSON body validator parses with `json.loads` (a body that is not UTF-8, is nested
 # too deeply or holds a number too long escapes as a 500) and reports only the first failing
 # field. Its documented extension point is a validator class; the steps to change are its
-# `_parse` and `_validate`, and the schema its `_schema`.
+# `_parse` and `_validate`, and the schema its `_schema`. The body, once parsed, is left in the
+# scope's extensions, which the handler's scope shares, so that the handler need not parse it
+# again.
+
+PARSED_BODY = "users_api.body"
 
 
 class BodyValidator(JSONRequestBodyValidator):
@@ -151,16 +155,23 @@ class BodyValidator(JSONRequestBodyValidator):
     and how to `check` it against the operation's schema (raising a problem for either)."""
 
     async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
-        return self.parse(b"".join([chunk async for chunk in stream]), scope)
+        body = self.parse(b"".join([chunk async for chunk in stream]))
+        scope["extensions"][PARSED_BODY] = body
+        return body
 
     def _validate(self, body: Any) -> None:
         self.check(body, self._schema)
 
-    def parse(self, raw: bytes, scope: Scope) -> Any:
+    def parse(self, raw: bytes) -> Any:
         raise NotImplementedError
 
     def check(self, body: Any, schema: dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+def parsed_body(scope: Scope) -> Any:
+    """The request's body as the body validator parsed it; None if it had none to parse."""
+    return scope["extensions"].get(PARSED_BODY)
 
 
 class _ResponseBodyValidator(JSONResponseBodyValidator):

@@ -15,7 +15,8 @@ from connexion import context
 from connexion.resolver import Resolver
 from starlette.types import Scope
 
-from users_api.arguments import CALLER, PARSED_BODY, HandlerArguments
+from users_api.arguments import CALLER, HandlerArguments
+from users_api.connexion_adapter import parsed_body
 from users_api.store import UserStore
 
 
@@ -48,8 +49,8 @@ class StoreResolver(Resolver):
 
         def of_request() -> dict[str, Any]:
             scope = cast(Scope, context.scope)
-            body = scope["extensions"].get(PARSED_BODY)
-            return arguments.of(scope, body, cast(dict[str, Any], context.context).get(CALLER))
+            caller = cast(dict[str, Any], context.context).get(CALLER)
+            return arguments.of(scope, parsed_body(scope), caller)
 
         if self._loops is None:
 

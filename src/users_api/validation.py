@@ -19,10 +19,8 @@ from connexion.lifecycle import ConnexionRequest
 from connexion.uri_parsing import OpenAPIURIParser
 from connexion.validators import ParameterValidator as StockParameterValidator
 from jsonschema import Draft4Validator, ValidationError
-from starlette.types import Scope
 
 from users_api import connexion_adapter
-from users_api.arguments import PARSED_BODY
 from users_api.problems import invalid
 
 FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
@@ -99,7 +97,7 @@ def validator_map() -> dict[str, Any]:
 class RequestBodyValidator(connexion_adapter.BodyValidator):
     compiled: CompiledSchemas
 
-    def parse(self, raw: bytes, scope: Scope) -> Any:
+    def parse(self, raw: bytes) -> Any:
         """JSON is UTF-8 (RFC 8259, section 8.1), whatever charset the Content-Type names."""
         if not raw:
             return None
@@ -115,7 +113,6 @@ class RequestBodyValidator(connexion_adapter.BodyValidator):
             raise invalid(f"The request body is not JSON: {error}.", []) from None
         except RecursionError:
             raise invalid("The request body is nested too deeply.", []) from None
-        scope["extensions"][PARSED_BODY] = body  # for the handler: parsed once
         return body
 
     def check(self, body: Any, schema: dict[str, Any]) -> None:
