@@ -46,7 +46,6 @@ from users_api.resolver import StoreResolver
 from users_api.settings import Settings
 from users_api.store import (
     MigrationRefused,
-    StoreError,
     StoreUnavailable,
     UserStore,
     open_store,
@@ -124,9 +123,6 @@ def create_app(
     )
     call_operations_directly(app)
 
-    def on_store_error(error: StoreError) -> None:
-        metrics.store_errors.labels(type(error).__name__).inc()
-
     cors = {"allow_origins": settings.cors_origins, **_cors(operations)}
     # Outermost first. Those before Connexion's exception handling see, and shape, every
     # response, errors included; those after it have their refusals answered as problems; the
@@ -184,7 +180,7 @@ def create_app(
     install_error_handlers(
         app,
         operations_at=operations_at,
-        on_store_error_seen=on_store_error,
+        on_store_error_seen=lambda error: metrics.store_errors.labels(type(error).__name__).inc(),
     )
     return app
 
