@@ -22,7 +22,7 @@ from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
 
-from users_api.auth import ApiKey, security_map
+from users_api.auth import ApiKey, load_keys, security_map
 from users_api.connexion_adapter import (
     CONSOLE_PATH,
     METHODS,
@@ -114,7 +114,7 @@ def create_app(
         resolver=resolver,
         validator_map=validator_map(),
         security_map=security_map(
-            settings.load_keys() if keys is None else keys,
+            load_keys(settings.api_keys_file, settings.api_keys) if keys is None else keys,
             {name: op["x-scope"] for name, op in by_id.items() if "x-scope" in op},
             public_reads=settings.public_reads,
         ),

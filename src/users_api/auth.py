@@ -99,7 +99,15 @@ def read_key_file(path: Path) -> list[ApiKey]:
     return keys
 
 
-def refuse_duplicates(keys: Sequence[ApiKey]) -> None:
+def load_keys(key_file: str, plain: Iterable[str]) -> list[ApiKey]:
+    """The keys of `key_file` (if named), then the `plain` ones; `KeyFileError` if one is bad."""
+    keys = read_key_file(Path(key_file)) if key_file else []
+    keys += _plain_keys(plain)
+    _refuse_duplicates(keys)
+    return keys
+
+
+def _refuse_duplicates(keys: Sequence[ApiKey]) -> None:
     """A name used twice would blur the logs; a key listed twice would get whichever scopes
     came last. Raises KeyFileError for either."""
     names = Counter(key.name for key in keys)
@@ -111,7 +119,7 @@ def refuse_duplicates(keys: Sequence[ApiKey]) -> None:
             raise KeyFileError(f"one key is listed twice, as {first} and {key.name}")
 
 
-def plain_keys(keys: Iterable[str]) -> list[ApiKey]:
+def _plain_keys(keys: Iterable[str]) -> list[ApiKey]:
     """Keys given as they are (`USERS_API_KEYS`, for development): every scope, numbered names."""
     return [
         ApiKey(f"USERS_API_KEYS[{number}]", frozenset(SCOPES), digest(key))

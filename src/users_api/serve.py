@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from users_api.app import create_app
-from users_api.auth import SCOPES, ApiKey, digest, key_file_line, new_key
+from users_api.auth import SCOPES, ApiKey, KeyFileError, digest, key_file_line, load_keys, new_key
 from users_api.logs import log_config
 from users_api.metrics import MULTIPROCESS_DIR
 from users_api.settings import Settings, SettingsError
@@ -32,7 +32,10 @@ def serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
         raise SettingsError(
             "the memory:// store lives in one process: it cannot serve --workers > 1"
         )
-    keys = settings.load_keys()
+    try:
+        keys = load_keys(settings.api_keys_file, settings.api_keys)
+    except KeyFileError as error:
+        raise SettingsError(str(error)) from None
     if not keys and not demo:
         raise SettingsError(
             "no API key: list keys in a file (--api-keys-file, USERS_API_KEYS_FILE; "

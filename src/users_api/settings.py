@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -20,7 +19,6 @@ import click
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
-    from users_api.auth import ApiKey
     from users_api.store import StoreOptions
 
 STORE = "store"
@@ -257,18 +255,6 @@ class Settings:
         type=NETWORK,
         metavar="NETWORK",
     )
-
-    def load_keys(self) -> list[ApiKey]:
-        """The keys of `api_keys_file`, then those of `api_keys` (with every scope)."""
-        from users_api.auth import KeyFileError, plain_keys, read_key_file, refuse_duplicates
-
-        try:
-            keys = read_key_file(Path(self.api_keys_file)) if self.api_keys_file else []
-            keys += plain_keys(self.api_keys)
-            refuse_duplicates(keys)
-        except KeyFileError as error:
-            raise SettingsError(str(error)) from None
-        return keys
 
     @property
     def store_options(self) -> StoreOptions:

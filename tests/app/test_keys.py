@@ -12,9 +12,9 @@ from starlette.testclient import TestClient
 
 from tests.support.api import assert_problem
 from users_api.app import create_app
-from users_api.auth import KeyFileError, read_key_file
+from users_api.auth import KeyFileError, load_keys, read_key_file
 from users_api.handlers.problem_types import INSUFFICIENT_SCOPE
-from users_api.settings import APP_FLAVOURS, Settings, SettingsError
+from users_api.settings import APP_FLAVOURS, Settings
 from users_api.store.memory import MemoryStore
 
 READER, WRITER = "reader-secret", "writer-secret"
@@ -103,8 +103,8 @@ def test_a_digest_in_capitals_is_the_same_digest(tmp_path: Path) -> None:
 def test_a_key_name_used_twice_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text(f"a users:read {sha256('k1')}\na users:write {sha256('k2')}\n")
-    with pytest.raises(SettingsError, match="a key name is used twice: a"):
-        Settings(api_keys_file=str(path)).load_keys()
+    with pytest.raises(KeyFileError, match="a key name is used twice: a"):
+        load_keys(str(path), ())
 
 
 @pytest.mark.parametrize(
@@ -120,8 +120,8 @@ def test_one_key_listed_twice_is_refused_whatever_its_scopes(
     """Else it would get the scopes of whichever line came last."""
     path = tmp_path / "keys"
     path.write_text(lines)
-    with pytest.raises(SettingsError, match="one key is listed twice, as ro and"):
-        Settings(api_keys_file=str(path), api_keys=plain).load_keys()
+    with pytest.raises(KeyFileError, match="one key is listed twice, as ro and"):
+        load_keys(str(path), plain)
 
 
 def test_a_key_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
@@ -130,9 +130,9 @@ def test_a_key_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
     assert [key.name for key in read_key_file(path)] == ["a"]
 
 
-def test_a_missing_key_file_is_a_settings_error(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="cannot read the key file"):
-        Settings(api_keys_file=str(tmp_path / "nowhere")).load_keys()
+def test_a_missing_key_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="cannot read the key file"):
+        load_keys(str(tmp_path / "nowhere"), ())
 
 
 def test_a_read_key_reads(client: TestClient) -> None:
