@@ -13,11 +13,13 @@ SCHEMATHESIS := tests/app/test_schemathesis.py
 run: $(VENV)/.service
 	$(BIN)/users-api serve --demo
 
-# The linters and mypy, which both of the next two run first.
+# The linters, mypy and the package's layers (pyproject.toml), which both of the next two run
+# first.
 lint: $(VENV)/.tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # The loop to run every minute: no browser, nginx, Prometheus, wheel build or Node, the tests
 # on both cores (each has its own ports, files and PostgreSQL schema). The `check` profile
