@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException
 
 from bench.peers.fastapi_users import User, UserId, UserWrite, require_key
 
-POOL_SIZE = int(os.environ["BENCH_POOL_SIZE"])  # the service's, as `make bench` sets both
+POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "5"))  # `make bench` gives the service's
 GET = "SELECT id, username, created_at, updated_at FROM users WHERE id = $1"
 PUT = (
     "UPDATE users SET username = $2, updated_at = $3, version = version + 1 WHERE id = $1 "

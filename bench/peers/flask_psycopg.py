@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from bench.peers.seed_flask import API_KEY, valid_user_write
 
-POOL_SIZE = int(os.environ["BENCH_POOL_SIZE"])  # the service's, as `make bench` sets both
+POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "5"))  # `make bench` gives the service's
 GET = "SELECT id, username, created_at, updated_at FROM users WHERE id = %s"
 PUT = (
     "UPDATE users SET username = %s, updated_at = %s, version = version + 1 WHERE id = %s "

@@ -9,7 +9,8 @@ not wait for Connexion or SQLAlchemy.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -33,6 +34,8 @@ MAX_RETENTION_HOURS = 10 * 366 * 24
 
 class SettingsError(click.ClickException):
     """A setting the service cannot run with: `users-api` says why on one line, exit status 2."""
+
+    exit_code = 2
 
 
 class _Checked(click.ParamType[str, str]):
@@ -102,8 +105,8 @@ def setting(
     metavar: str | None = None,
     env_only: bool = False,
 ) -> Any:
-    """A field of `Settings` and what its option is: `flag` when it is not `--` and the field's
-    name; `env_only`, a variable and never a flag."""
+    """A field of `Settings` and its option: `flag` replaces `--field-name`; `env_only` makes it
+    a variable alone, refused on a command line."""
     return field(
         default=default,
         metadata={
@@ -270,10 +273,11 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """The settings `serve` reads from the `USERS_*` variables alone, as each worker does."""
+    def from_env(cls, args: Sequence[str] = ()) -> Settings:
+        """The settings `serve` reads from `args`, else the `USERS_*` variables (as each worker
+        does, with no args), else the defaults."""
         command = click.Command(SERVE, params=options(SERVE))
-        return cls(**command.make_context(SERVE, []).params)
+        return cls(**command.make_context(SERVE, list(args)).params)
 
     def to_env(self) -> dict[str, str]:
         """The `USERS_*` variables that `from_env` reads back as these settings."""
@@ -308,8 +312,12 @@ class _Option(click.Option):
             metavar=meta["metavar"],
             help=meta["help"].replace("`", ""),
             hidden=meta["env_only"],
-            callback=_from_the_environment if meta["env_only"] else None,
+            callback=_refuse_on_command_line if meta["env_only"] else None,
         )
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        """A variable set empty means empty (no metrics networks, say), not click's "unset"."""
+        return os.environ.get(variable(self.name or ""))
 
     def get_error_hint(self, ctx: click.Context | None) -> str:
         """The variable a bad value came from, else the flag (click's own hint names both)."""
@@ -318,7 +326,7 @@ class _Option(click.Option):
         return super(click.Option, self).get_error_hint(ctx)
 
 
-def _from_the_environment(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
+def _refuse_on_command_line(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
     """A key on a command line would be shown by `ps` to every user of the machine."""
     if ctx.get_parameter_source(option.name or "") == click.ParameterSource.COMMANDLINE:
         raise click.BadParameter(f"a key is given in {option.envvar} only, never as a flag")

@@ -79,14 +79,14 @@ def test_flags_override_the_environment(environ: pytest.MonkeyPatch) -> None:
     environ.setenv("USERS_PORT", "9000")
     environ.setenv("USERS_METRICS_NETWORKS", "10.0.0.0/8")
     networks = ["--metrics-network", "a::/64", "--metrics-network", "::1"]
-    settings = _parsed(["--port", "9001", *networks])
+    settings = Settings.from_env(["--port", "9001", *networks])
     assert settings.port == 9001
     assert settings.metrics_networks == ("a::/64", "::1")
 
 
 def test_unset_flags_keep_the_environment(environ: pytest.MonkeyPatch) -> None:
     environ.setenv("USERS_PORT", "9000")
-    assert _parsed(["--host", "::1"]).port == 9000
+    assert Settings.from_env(["--host", "::1"]).port == 9000
 
 
 def test_a_bad_flag_is_refused_by_its_name_even_with_its_variable_set(
@@ -94,15 +94,25 @@ def test_a_bad_flag_is_refused_by_its_name_even_with_its_variable_set(
 ) -> None:
     environ.setenv("USERS_PORT", "9000")
     with pytest.raises(click.BadParameter) as refused:
-        _parsed(["--port", "eighty"])
+        Settings.from_env(["--port", "eighty"])
     assert refused.value.format_message().startswith("Invalid value for '--port': 'eighty'")
 
 
-def test_plain_keys_are_never_taken_from_the_command_line(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert main(["serve", "--api-keys", "k"]) == 2
-    assert "a key is given in USERS_API_KEYS only" in capsys.readouterr().err
+def test_plain_keys_are_never_taken_from_the_command_line(environ: pytest.MonkeyPatch) -> None:
+    with pytest.raises(click.BadParameter, match="a key is given in USERS_API_KEYS only"):
+        Settings.from_env(["--api-keys", "k"])
+
+
+def test_a_variable_set_empty_is_empty_not_the_default(environ: pytest.MonkeyPatch) -> None:
+    """An operator who empties USERS_METRICS_NETWORKS closes /metrics to everyone."""
+    environ.setenv("USERS_METRICS_NETWORKS", "")
+    environ.setenv("USERS_HOST", "")
+    settings = Settings.from_env()
+    assert (settings.metrics_networks, settings.host) == ((), "")
+    environ.setenv("USERS_PORT", "")
+    with pytest.raises(click.BadParameter) as refused:
+        Settings.from_env()
+    assert "'USERS_PORT': '' is not a valid integer" in refused.value.format_message()
 
 
 def test_to_env_round_trips_through_from_env(environ: pytest.MonkeyPatch) -> None:
@@ -147,12 +157,6 @@ def _table_row(option: click.Option) -> str:
         default = "none"
     meaning = Settings.__dataclass_fields__[option.name].metadata["help"]
     return f"| {flag} | {variable} | {default} | {meaning} |"
-
-
-def _parsed(args: list[str]) -> Settings:
-    """The settings `serve` is given with `args`."""
-    command = click.Command(SERVE, params=options(SERVE))
-    return Settings(**command.make_context(SERVE, args).params)
 
 
 @pytest.mark.parametrize(
