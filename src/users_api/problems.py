@@ -15,61 +15,35 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from users_api.handlers.problem_types import (
-    CONTENT_TOO_LARGE,
-    IDEMPOTENCY_KEY_IN_USE,
-    IDEMPOTENCY_KEY_REUSED,
-    IDS_EXHAUSTED,
-    INSUFFICIENT_SCOPE,
-    PRECONDITION_FAILED,
-    RATE_LIMITED,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    UNSUPPORTED_MEDIA_TYPE,
-    USER_NOT_FOUND,
-    USERNAME_TAKEN,
-    VALIDATION,
-    WRITE_OUTCOME_UNKNOWN,
-    ProblemType,
-    title_of,
-)
-from users_api.store import (
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    IdsExhausted,
-    PreconditionFailed,
-    StoreError,
-    StoreUnavailable,
-    UsernameTaken,
-    UserNotFound,
-    WriteOutcomeUnknown,
-)
+from users_api import store
+from users_api.handlers import problem_types as kinds
+from users_api.handlers.problem_types import ProblemType
 
 logger = logging.getLogger(__name__)
 
 KIND_OF_STATUS = {
     kind.status: kind
     for kind in (
-        VALIDATION,
-        UNAUTHORIZED,
-        INSUFFICIENT_SCOPE,
-        CONTENT_TOO_LARGE,
-        UNSUPPORTED_MEDIA_TYPE,
-        RATE_LIMITED,
-        UNAVAILABLE,
+        kinds.VALIDATION,
+        kinds.UNAUTHORIZED,
+        kinds.INSUFFICIENT_SCOPE,
+        kinds.CONTENT_TOO_LARGE,
+        kinds.UNSUPPORTED_MEDIA_TYPE,
+        kinds.RATE_LIMITED,
+        kinds.UNAVAILABLE,
     )
 }
 """The kind of a problem that names none (Connexion's own, Starlette's): each of these statuses
 means one thing here."""
-KIND_OF_STORE_ERROR: dict[type[StoreError], ProblemType] = {
-    UserNotFound: USER_NOT_FOUND,
-    UsernameTaken: USERNAME_TAKEN,
-    PreconditionFailed: PRECONDITION_FAILED,
-    StoreUnavailable: UNAVAILABLE,
-    WriteOutcomeUnknown: WRITE_OUTCOME_UNKNOWN,
-    IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
-    IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
-    IdsExhausted: IDS_EXHAUSTED,
+KIND_OF_STORE_ERROR: dict[type[store.StoreError], ProblemType] = {
+    store.UserNotFound: kinds.USER_NOT_FOUND,
+    store.UsernameTaken: kinds.USERNAME_TAKEN,
+    store.PreconditionFailed: kinds.PRECONDITION_FAILED,
+    store.StoreUnavailable: kinds.UNAVAILABLE,
+    store.WriteOutcomeUnknown: kinds.WRITE_OUTCOME_UNKNOWN,
+    store.IdempotencyKeyReused: kinds.IDEMPOTENCY_KEY_REUSED,
+    store.IdempotencyKeyInUse: kinds.IDEMPOTENCY_KEY_IN_USE,
+    store.IdsExhausted: kinds.IDS_EXHAUSTED,
 }
 RETRY_AFTER_SECONDS = 1
 """How long a client should wait after a 503, or a 409 for a request still in flight, before it
@@ -113,7 +87,7 @@ def problem_body(
     kind = kind or KIND_OF_STATUS.get(status)
     body: dict[str, Any] = {
         "type": kind.uri if kind else "about:blank",
-        "title": title_of(status),
+        "title": kinds.title_of(status),
         "status": status,
         "detail": detail,
         "instance": f"urn:request:{correlation_id.get()}",
@@ -137,7 +111,7 @@ def problem_response(
 def install_error_handlers(
     app: AbstractApp,
     operations_at: Callable[[str], Mapping[str, Any]],
-    on_store_error_seen: Callable[[StoreError], object],
+    on_store_error_seen: Callable[[store.StoreError], object],
 ) -> None:
     """Route every exception to one problem response; `operations_at` gives a path's
     operations by method (a 405's `Allow`), and `on_store_error_seen` hears of each store error
@@ -148,7 +122,7 @@ def install_error_handlers(
         return problem(exc.status, str(exc.detail), extensions=exc.ext, headers=exc.headers)
 
     async def on_store_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-        assert isinstance(exc, StoreError)
+        assert isinstance(exc, store.StoreError)
         on_store_error_seen(exc)
         kind = next(
             (KIND_OF_STORE_ERROR[cls] for cls in type(exc).__mro__ if cls in KIND_OF_STORE_ERROR),
@@ -157,11 +131,11 @@ def install_error_handlers(
         if kind is None:  # not one a request can meet (an import's clash of ids)
             return await on_unexpected(request, exc)
         headers, extensions = {}, {}
-        if isinstance(exc, StoreUnavailable):
+        if isinstance(exc, store.StoreUnavailable):
             logger.warning("store unavailable: %s", exc.reason)
-        if isinstance(exc, StoreUnavailable | IdempotencyKeyInUse):
+        if isinstance(exc, store.StoreUnavailable | store.IdempotencyKeyInUse):
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        if isinstance(exc, UsernameTaken) and exc.holder is not None:
+        if isinstance(exc, store.UsernameTaken) and exc.holder is not None:
             extensions["holder"] = f"/users/{exc.holder}"  # any key that may write may read
         return problem(kind.status, str(exc), kind=kind, extensions=extensions, headers=headers)
 
@@ -177,6 +151,6 @@ def install_error_handlers(
         return problem(500, "The server failed to answer this request.")
 
     app.add_error_handler(ProblemException, on_problem)
-    app.add_error_handler(StoreError, on_store_error)
+    app.add_error_handler(store.StoreError, on_store_error)
     app.add_error_handler(HTTPException, on_http_exception)
     app.add_error_handler(Exception, on_unexpected)
