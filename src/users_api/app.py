@@ -197,15 +197,11 @@ async def _prepared(store: UserStore) -> None:
                 "store not ready: %s; trying again in %d s", error.reason, PREPARE_RETRY_SECONDS
             )
             await asyncio.sleep(PREPARE_RETRY_SECONDS)
-        except MigrationRefused as refused:
+        except Exception as error:  # a refused migration says why; anything else, its traceback
             logger.error(
                 "store not prepared: %s; requests get 503 until `users-api migrate` succeeds",
-                refused,
-            )
-            return
-        except Exception:  # a migration the database refused: the operator must look
-            logger.exception(
-                "store not prepared; requests get 503 until `users-api migrate` succeeds"
+                error,
+                exc_info=not isinstance(error, MigrationRefused),
             )
             return
 
