@@ -94,22 +94,31 @@ def keys() -> None:
     """Make API keys."""
 
 
-def _parsed(_: click.Context, option: click.Parameter, text: str) -> Any:
-    """`--name` or `--scopes`, as the key file's reader parses it."""
-    from users_api.auth import parse_name, parse_scopes
+# `keys new` checks its flags as the key file's reader checks a line.
+def _name(_: click.Context, __: click.Parameter, text: str) -> str:
+    from users_api.auth import parse_name
 
     try:
-        return parse_scopes(text) if option.name == "scopes" else parse_name(text)
+        return parse_name(text)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _scopes(_: click.Context, __: click.Parameter, text: str) -> frozenset[str]:
+    from users_api.auth import parse_scopes
+
+    try:
+        return parse_scopes(text)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
 
 @keys.command()
-@click.option("--name", required=True, callback=_parsed, help="what logs call the key")
+@click.option("--name", required=True, callback=_name, help="what logs call the key")
 @click.option(
     "--scopes",
     required=True,
-    callback=_parsed,
+    callback=_scopes,
     help="users:read, users:write (which may read too), or both, comma-separated",
 )
 def new(name: str, scopes: frozenset[str]) -> int:
