@@ -72,7 +72,6 @@ def key_file_line(name: str, scopes: Iterable[str], key: str) -> str:
     return f"{name} {','.join(sorted(scopes))} sha256:{digest(key).hex()}"
 
 
-@functools.lru_cache(maxsize=64)  # a key file of many keys repeats a few lists of scopes
 def parse_scopes(text: str) -> frozenset[str]:
     """`users:read,users:write`; raises ValueError for an empty list or an unknown scope."""
     scopes = frozenset(scope.strip() for scope in text.split(",") if scope.strip())
@@ -100,9 +99,13 @@ def read_key_file(path: Path) -> list[ApiKey]:
 
 
 def load_keys(key_file: str, plain: Iterable[str]) -> list[ApiKey]:
-    """The keys of `key_file` (if named), then the `plain` ones; `KeyFileError` if one is bad."""
+    """The keys of `key_file` (if named), then the `plain` ones (`USERS_API_KEYS`, for
+    development: every scope, numbered names); `KeyFileError` if one is bad."""
     keys = read_key_file(Path(key_file)) if key_file else []
-    keys += _plain_keys(plain)
+    keys += [
+        ApiKey(f"USERS_API_KEYS[{number}]", frozenset(SCOPES), digest(key))
+        for number, key in enumerate(plain, start=1)
+    ]
     _refuse_duplicates(keys)
     return keys
 
@@ -117,14 +120,6 @@ def _refuse_duplicates(keys: Sequence[ApiKey]) -> None:
     for key in keys:
         if (first := seen.setdefault(key.digest, key.name)) != key.name:
             raise KeyFileError(f"one key is listed twice, as {first} and {key.name}")
-
-
-def _plain_keys(keys: Iterable[str]) -> list[ApiKey]:
-    """Keys given as they are (`USERS_API_KEYS`, for development): every scope, numbered names."""
-    return [
-        ApiKey(f"USERS_API_KEYS[{number}]", frozenset(SCOPES), digest(key))
-        for number, key in enumerate(keys, start=1)
-    ]
 
 
 def parse_name(name: str) -> str:
