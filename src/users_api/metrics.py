@@ -52,18 +52,13 @@ class Metrics:
             "Requests let through unlimited because the rate limits' storage failed or stalled.",
             registry=registry,
         )
-        self.endpoint: ASGIApp = make_asgi_app(_exposed(registry))
+        exposed = registry
+        if os.environ.get(MULTIPROCESS_DIR):  # every worker's samples, added up
+            exposed = CollectorRegistry()
+            MultiProcessCollector(exposed)
+        self.endpoint: ASGIApp = make_asgi_app(exposed)
 
     def close(self) -> None:
         """A worker that stops takes its in-flight count with it."""
         if os.environ.get(MULTIPROCESS_DIR):
             mark_process_dead(os.getpid())
-
-
-def _exposed(registry: CollectorRegistry) -> CollectorRegistry:
-    """What /metrics shows: this process's registry, or every worker's samples added up."""
-    if not os.environ.get(MULTIPROCESS_DIR):
-        return registry
-    combined = CollectorRegistry()
-    MultiProcessCollector(combined)
-    return combined
