@@ -19,7 +19,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeGuard
+from typing import Any, BinaryIO
 
 import yaml
 from jsonschema_rs import Draft4Validator
@@ -169,8 +169,8 @@ def _users(path: Path, on_read: Callable[[int], object], reading: _Reading) -> I
                 last_id_line = 0
             try:
                 record = _parsed(line)
-                if _is_last_id(record):
-                    last_id_line, value = number, _checked_last_id(record)
+                if (value := _last_id_of(record)) is not None:
+                    last_id_line = number
                     if value < highest:
                         raise ValueError(f"{LAST_ID} {value} is below the id {highest}")
                     continue
@@ -219,19 +219,16 @@ def _last_id(path: Path) -> int:
         file.seek(max(0, path.stat().st_size - TAIL_BYTES))
         lines = [line for line in file.read().splitlines() if line.strip()]
     try:
-        record = _parsed(lines[-1]) if lines else None
-        return _checked_last_id(record) if _is_last_id(record) else 0
-    except ValueError:  # `_users` names the line
+        return _last_id_of(_parsed(lines[-1])) or 0
+    except (IndexError, ValueError):  # no line, or a bad one (which `_users` names)
         return 0
 
 
-def _is_last_id(record: Any) -> TypeGuard[dict[str, Any]]:
-    """Whether a parsed line is the file's last one, `{"last_id": N}`."""
-    return isinstance(record, dict) and set(record) == {LAST_ID}
-
-
-def _checked_last_id(record: dict[str, Any]) -> int:
-    """The last line's `last_id`; ValueError unless it is a whole number from 0 to `MAX_ID`."""
+def _last_id_of(record: Any) -> int | None:
+    """The `last_id` of the file's last line, `{"last_id": N}`; None for any other line, and
+    ValueError unless N is a whole number from 0 to `MAX_ID`."""
+    if not (isinstance(record, dict) and set(record) == {LAST_ID}):
+        return None
     value = record[LAST_ID]
     if type(value) is not int or not 0 <= value <= MAX_ID:
         raise ValueError(f"{LAST_ID} is a whole number from 0 to {MAX_ID}")
