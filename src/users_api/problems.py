@@ -70,7 +70,6 @@ def problem(
     return ConnexionResponse(
         status_code=status,
         mimetype="application/problem+json",
-        content_type="application/problem+json",
         body=json.dumps(body),
         headers=headers,
     )
