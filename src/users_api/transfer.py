@@ -68,7 +68,9 @@ async def export_users(store: UserStore, path: Path) -> int:
     try:
         with open(handle, "w", encoding="utf-8") as sink:
             while page := await store.list(after=after, limit=PAGE):
-                sink.writelines(json.dumps(_line(user)) + "\n" for user in page)
+                sink.writelines(
+                    json.dumps(present(user) | {"version": user.version}) + "\n" for user in page
+                )
                 count, after = count + len(page), page[-1].id
             sink.write(json.dumps({LAST_ID: await store.last_id()}) + "\n")
         partial.replace(path)
@@ -256,10 +258,6 @@ def _valid_record(record: Any, validator: Draft4Validator) -> dict[str, Any]:
     if problems:
         raise ValueError("; ".join(problems))
     return dict(record)
-
-
-def _line(user: User) -> dict[str, Any]:
-    return present(user) | {"version": user.version}
 
 
 def _user(record: dict[str, Any]) -> User:
