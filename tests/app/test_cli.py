@@ -8,7 +8,7 @@ import functools
 import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,8 +77,15 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     source = Blocking(migrated(sqlite_url))
-    for n in range(2500):
-        source.create(username=f"user{n}")
+    # Three of export's pages (1,000 users each), the last one part full, each user with times
+    # of its own; added in one transaction, where 2,500 creates took 2-3 s.
+    created = datetime(2026, 1, 2, tzinfo=UTC)
+    source.add_all(
+        User(
+            n, f"user{n}", created + timedelta(seconds=n), created + timedelta(minutes=n), n % 7 + 1
+        )
+        for n in range(1, 2501)
+    )
     source.delete(2)
     users = source.list(after=0, limit=5000)
     exported = tmp_path / "users.jsonl"
@@ -87,8 +94,9 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
         target = Blocking(PostgresStore(url))
-        assert [(u.id, u.username, u.created_at, u.updated_at) for u in users] == [
-            (u.id, u.username, u.created_at, u.updated_at) for u in target.list(after=0, limit=5000)
+        moved = target.list(after=0, limit=5000)
+        assert [(u.id, u.username, u.created_at, u.updated_at, u.version) for u in users] == [
+            (u.id, u.username, u.created_at, u.updated_at, u.version) for u in moved
         ]
         assert target.create(username="newcomer").id > users[-1].id
         target.close()
