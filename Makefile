@@ -22,15 +22,18 @@ lint: $(VENV)/.tests
 # The loop to run every minute: no browser, nginx, Prometheus, wheel build or Node, the tests
 # on both cores (each has its own ports, files and PostgreSQL schema). The `check` profile
 # (tests/support/profile.py) runs every test, the load, soak and race tests and hypothesis's
-# searches at a smaller size: a few seconds each, not tens.
+# searches at a smaller size: a few seconds each, not tens. `--dist worksteal`: a core that runs
+# out of tests takes some of the other's, where xdist's default left one core idle while the
+# other ran the slow server tests it had been handed (pytest 96 s against 123 s, load 2-5).
+PYTEST := $(BIN)/pytest -n 2 --dist worksteal
 check: lint
-	USERS_TEST_PROFILE=check $(BIN)/pytest -n 2 -m "not deployment"
+	USERS_TEST_PROFILE=check $(PYTEST) -m "not deployment"
 
 # Everything: the spec's lints, the linters, the same tests at their full size, then
 # tests/deployment/ one at a time (they time what nginx and the instances behind it do, and
 # share one built wheel).
 test: lint-spec lint
-	$(BIN)/pytest -n 2 -m "not deployment"
+	$(PYTEST) -m "not deployment"
 	$(BIN)/pytest -m deployment
 
 # wrk from Debian's packages, if it is missing (as root, like .ci/run installs Chromium).
