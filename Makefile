@@ -23,8 +23,8 @@ lint: $(VENV)/.tests
 # on both cores (each has its own ports, files and PostgreSQL schema). The `check` profile
 # (tests/support/profile.py) runs every test, the load, soak and race tests and hypothesis's
 # searches at a smaller size: a few seconds each, not tens. `--dist worksteal`: a core that runs
-# out of tests takes some of the other's, where xdist's default left one core idle while the
-# other ran the slow server tests it had been handed (pytest 96 s against 123 s, load 2-5).
+# out of tests takes some of the other's (xdist's default hands out batches, and the slow server
+# tests sit together: pytest took 123 s with it, 96 s with worksteal, load 2-5).
 PYTEST := $(BIN)/pytest -n 2 --dist worksteal
 check: lint
 	USERS_TEST_PROFILE=check $(PYTEST) -m "not deployment"
