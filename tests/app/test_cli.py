@@ -1,4 +1,5 @@
-"""`users-api migrate`, `export` and `import`, as an operator runs them."""
+"""`users-api migrate`, `export` and `import`, as an operator runs them, and `serve`'s refusal of
+a bad setting."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import functools
 import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,15 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     source = Blocking(migrated(sqlite_url))
-    for n in range(2500):
-        source.create(username=f"user{n}")
+    # Three of export's pages (1,000 users each), the last one part full, each user with times
+    # of its own; added in one transaction, where 2,500 creates took 2-3 s.
+    created = datetime(2026, 1, 2, tzinfo=UTC)
+    source.add_all(
+        User(
+            n, f"user{n}", created + timedelta(seconds=n), created + timedelta(minutes=n), n % 7 + 1
+        )
+        for n in range(1, 2501)
+    )
     source.delete(2)
     users = source.list(after=0, limit=5000)
     exported = tmp_path / "users.jsonl"
@@ -86,8 +94,9 @@ def test_export_then_import_moves_every_user_from_sqlite_to_postgresql(
     with postgres_schema() as url:
         assert main(["import", "--store", url, str(exported)]) == 0
         target = Blocking(PostgresStore(url))
-        assert [(u.id, u.username, u.created_at, u.updated_at) for u in users] == [
-            (u.id, u.username, u.created_at, u.updated_at) for u in target.list(after=0, limit=5000)
+        moved = target.list(after=0, limit=5000)
+        assert [(u.id, u.username, u.created_at, u.updated_at, u.version) for u in users] == [
+            (u.id, u.username, u.created_at, u.updated_at, u.version) for u in moved
         ]
         assert target.create(username="newcomer").id > users[-1].id
         target.close()
@@ -426,3 +435,32 @@ def test_what_import_says_of_a_line_quotes_only_a_prefix_of_its_values(
             asyncio.run(import_users(MemoryStore(), source))
     [said] = rejected.value.errors
     assert len(said) <= len("line 1: ") + LONGEST_MESSAGE + len("...")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", "memory://", "--workers", "2"], "cannot serve --workers > 1"),
+        (["--store", "redis://x"], "unknown store URL 'redis://x'"),
+        (["--port", "70000"], "'--port': 70000 is not in the range 0<=x<=65535"),
+        (["--max-body-bytes", "0"], "'--max-body-bytes': 0 is not in the range x>=1"),
+        (["--metrics-network", "localhost"], "an address or network is like 10.0.0.0/8"),
+        (["--trusted-proxy", "10.0.0.0/33"], "an address or network is like 10.0.0.0/8"),
+        (["--app", "django"], "'django' is not one of 'async', 'flask'"),
+        (["--rate-limit-writes=-5/second"], "'--rate-limit-writes'"),
+        (["--rate-limit-requests", "lots"], "'--rate-limit-requests'"),
+        (["--rate-limit-storage", "mysql://x"], "expected memory:// or redis://HOST:PORT"),
+        (["--cors-origin", "example.com"], "a CORS origin is like https://example.com"),
+        (["--log-format", "xml"], "'xml' is not one of 'auto', 'json', 'text'"),
+        (["--shutdown-grace-seconds=-1"], "-1 is not in the range x>=0"),
+        (["--api-keys-file", "/nonexistent"], "cannot read the key file /nonexistent"),
+    ],
+)
+def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In process: `main`'s return is the exit status (tests/server/test_server.py runs the
+    command for a missing key and a port in use), and a process apiece took 14 s."""
+    assert main(["serve", *args]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("users-api: error: ") and message in line

@@ -101,7 +101,9 @@ def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavo
         ExitStack() as stack,
     ):
         proxy.stall()
-        stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH) for _ in range(15)]
+        # As many as FlaskApp has WSGI threads (10), twice the pool's connections (5): every one
+        # held, and all answered in one wave (15 made Flask's a second wave, 6 s more).
+        stuck = [httpx.Request("GET", f"{server.url}/users/1", headers=AUTH) for _ in range(10)]
         # Every client is made first: making one loads TLS certificates, which took over a
         # second on a loaded machine, time the probe would be charged or the stuck ones spread.
         senders = [stack.enter_context(httpx.Client(timeout=30)) for _ in stuck]

@@ -9,7 +9,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from sqlalchemy import make_url
 
 from tests.support.api import API_KEY, AUTH, assert_problem
 from tests.support.faults import proxy_to
+from tests.support.profile import scaled
 from tests.support.servers import (
     LOAD,
     USERS_API,
@@ -44,7 +44,16 @@ from users_api.store.sql import CHECK_EVERY_SECONDS
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
+    """A server of this test's own, for one that stops it or reads all of its log."""
     with serve(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the tests that only ask it and read their own lines of its log (by their
+    X-Request-ID): a start costs a second or two, more than such a test."""
+    with serve(tmp_path_factory.mktemp("shared-server")) as running:
         yield running
 
 
@@ -141,8 +150,9 @@ def test_a_path_cannot_forge_a_text_log_line_or_drive_the_terminal(
 
 
 def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
-    server: Server,
+    shared_server: Server,
 ) -> None:
+    server = shared_server
     created = httpx.post(
         f"{server.url}/users",
         json={"username": "cosmo"},
@@ -154,11 +164,10 @@ def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
     httpx.put(
         f"{server.url}/users/1",
         json={"username": "x"},
-        headers={"Authorization": "Bearer leaked-k3y"},
+        headers={"Authorization": "Bearer leaked-k3y", "X-Request-ID": "trace-3"},
     )
-    for request_id in ("trace-1", "trace-2"):
+    for request_id in ("trace-1", "trace-2", "trace-3"):
         wait_for_lines(server, 1, f"{request_id}'s access line", request_id=request_id)
-    wait_for_lines(server, 1, "the 401's access line", logger="users.access", status=401)
     access = {
         line["request_id"]: line for line in log_lines(server) if line["logger"] == "users.access"
     }
@@ -180,14 +189,14 @@ def test_each_request_logs_one_json_line_naming_its_operation_never_a_key(
     assert access["trace-2"]["path"] == "/users/{user_id}"
     assert access["trace-2"]["operation"] == "get_user"
     assert 0 < access["trace-2"]["duration_ms"] < 5000
-    (refused,) = [line for line in access.values() if line["status"] == 401]
-    assert refused["level"] == "WARNING"
+    assert (access["trace-3"]["status"], access["trace-3"]["level"]) == (401, "WARNING")
     assert API_KEY not in server.output()
     assert "leaked-k3y" not in server.output()
     assert not [line for line in log_lines(server) if "color_message" in line]  # uvicorn's ANSI
 
 
-def test_a_path_that_matches_no_operation_is_in_its_json_line_once(server: Server) -> None:
+def test_a_path_that_matches_no_operation_is_in_its_json_line_once(shared_server: Server) -> None:
+    server = shared_server
     path = "/nowhere/" + "x" * 2000  # what a client sends is in the line once, however long
     assert httpx.get(f"{server.url}{path}", headers={"X-Request-ID": "typo"}).status_code == 404
     wait_for(lambda: "typo" in server.output(), "the access line")
@@ -198,8 +207,8 @@ def test_a_path_that_matches_no_operation_is_in_its_json_line_once(server: Serve
     assert logged["operation"] is None
 
 
-def test_responses_carry_no_server_banner(server: Server) -> None:
-    assert "server" not in httpx.get(f"{server.url}/users", headers=AUTH).headers
+def test_responses_carry_no_server_banner(shared_server: Server) -> None:
+    assert "server" not in httpx.get(f"{shared_server.url}/users", headers=AUTH).headers
 
 
 def test_metrics_add_up_every_workers_requests(tmp_path: Path) -> None:
@@ -344,35 +353,6 @@ def test_only_a_trusted_proxys_x_forwarded_for_names_the_client(tmp_path: Path) 
     assert clients[-2:] == wanted
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--store", "memory://", "--workers", "2"], "cannot serve --workers > 1"),
-        (["--store", "redis://x"], "unknown store URL 'redis://x'"),
-        (["--port", "70000"], "'--port': 70000 is not in the range 0<=x<=65535"),
-        (["--max-body-bytes", "0"], "'--max-body-bytes': 0 is not in the range x>=1"),
-        (["--metrics-network", "localhost"], "an address or network is like 10.0.0.0/8"),
-        (["--trusted-proxy", "10.0.0.0/33"], "an address or network is like 10.0.0.0/8"),
-        (["--app", "django"], "'django' is not one of 'async', 'flask'"),
-        (["--rate-limit-writes=-5/second"], "'--rate-limit-writes'"),
-        (["--rate-limit-requests", "lots"], "'--rate-limit-requests'"),
-        (["--rate-limit-storage", "mysql://x"], "expected memory:// or redis://HOST:PORT"),
-        (["--cors-origin", "example.com"], "a CORS origin is like https://example.com"),
-        (["--log-format", "xml"], "'xml' is not one of 'auto', 'json', 'text'"),
-        (["--shutdown-grace-seconds=-1"], "-1 is not in the range x>=0"),
-        (["--api-keys-file", "/nonexistent"], "cannot read the key file /nonexistent"),
-    ],
-)
-def test_a_bad_setting_exits_2_with_a_message_not_a_traceback(
-    args: list[str], message: str
-) -> None:
-    command = [sys.executable, "-m", "users_api.cli", "serve", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("users-api: error: ") and message in line
-
-
 def test_a_port_in_use_exits_2_with_a_message(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = str(taken.getsockname()[1])
@@ -426,9 +406,10 @@ def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str)
         store = stack.enter_context(fresh_store_url(backend, tmp_path))
         server = stack.enter_context(serve(tmp_path, "--store", store, "--workers", "2", *LOAD))
         httpx.post(f"{server.url}/users", json={"username": "n0"}, headers=AUTH)
-        successes = increment_with_if_match(server.url, clients=8, increments=25)
+        # 8 clients racing on one user; `make check` has each make 8 increments, not 25.
+        successes = increment_with_if_match(server.url, clients=8, increments=scaled(25, 8))
         final = httpx.get(f"{server.url}/users/1", headers=AUTH).json()["username"]
-    assert successes == 8 * 25
+    assert successes == 8 * scaled(25, 8)
     assert final == f"n{successes}"
 
 

@@ -114,11 +114,12 @@ class StoreSlot:
 
     @contextmanager
     def holding(self, store: UserStore) -> Iterator[None]:
-        self._store = store
+        """`store` until the block ends, then the one held before it (if any)."""
+        before, self._store = self._store, store
         try:
             yield
         finally:
-            self._store = None
+            self._store = before
 
     def __getattr__(self, name: str) -> Any:
         if self._store is None:
