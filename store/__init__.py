@@ -260,7 +260,7 @@ class UnknownStoreURL(ValueError):
 class StoreOptions:
     """How a store talks to its database; a SQL store's settings, the memory store's too."""
 
-    pool_size: int = 5
+    pool_size: int = 10
     timeout_ms: int = 5000
     idempotency_retention_hours: int = 24
     sqlite_synchronous: str = "FULL"

@@ -2,8 +2,9 @@
 type check, its default and its help. click reads each from its flag, else its variable, else its
 default; tests/unit/test_settings.py checks docs/settings.md's table against the same fields.
 
-Importing this module stays cheap (click and the standard library): `users-api --help` must
-not wait for Connexion or SQLAlchemy.
+The store's options default to what `StoreOptions` declares. Importing this module stays cheap
+(click, the store's interface, the standard library): `users-api --help` must not wait for
+Connexion or SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from urllib.parse import urlsplit
 
 import click
 
+from users_api.store import DEFAULT_OPTIONS, StoreOptions, check_store_url
+
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
-    from users_api.store import StoreOptions
 
 STORE = "store"
 """Settings every command that opens the store takes; the rest are `serve`'s alone."""
@@ -86,8 +88,6 @@ def _rate_limit_storage(text: str) -> None:
 
 
 def _store_url(text: str) -> None:
-    from users_api.store import check_store_url
-
     check_store_url(text, default=DEFAULT_STORE_URL)
 
 
@@ -133,35 +133,35 @@ class Settings:
         commands=STORE,
     )
     pool_size: int = setting(
-        5,
+        DEFAULT_OPTIONS.pool_size,
         "database connections per process; a request that finds none free waits for one, "
         "within the store timeout",
         type=click.IntRange(min=1),
         commands=STORE,
     )
     store_timeout_ms: int = setting(
-        5000,
+        DEFAULT_OPTIONS.timeout_ms,
         "how long a request waits on the database in all (a free connection, connecting, each "
         "statement) before it gets `503` with `Retry-After`",
         type=click.IntRange(min=1),
         commands=STORE,
     )
     idempotency_retention_hours: int = setting(
-        24,
+        DEFAULT_OPTIONS.idempotency_retention_hours,
         "how long a create's `Idempotency-Key` is kept: a retry within it gets the first "
         f"create's answer again; at most ten years ({MAX_RETENTION_HOURS})",
         type=click.IntRange(1, MAX_RETENTION_HOURS),
         commands=STORE,
     )
     sqlite_synchronous: str = setting(
-        "FULL",
+        DEFAULT_OPTIONS.sqlite_synchronous,
         "`FULL`: a write is on disk when acknowledged; `NORMAL`: faster, but a power cut may "
         "lose the last writes",
         type=click.Choice(["FULL", "NORMAL"], case_sensitive=False),
         commands=STORE,
     )
     sqlite_busy_timeout_ms: int = setting(
-        5000,
+        DEFAULT_OPTIONS.sqlite_busy_timeout_ms,
         "how long a write waits for another process's write before it answers `503`",
         type=click.IntRange(min=0),
         commands=STORE,
@@ -261,8 +261,6 @@ class Settings:
 
     @property
     def store_options(self) -> StoreOptions:
-        from users_api.store import StoreOptions
-
         return StoreOptions(
             pool_size=self.pool_size,
             timeout_ms=self.store_timeout_ms,
