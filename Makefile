@@ -19,21 +19,22 @@ lint: $(VENV)/.tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-# The loop to run every minute: no browser, nginx, Prometheus, wheel build or Node, the tests
-# on both cores (each has its own ports, files and PostgreSQL schema). The `check` profile
-# (tests/support/profile.py) runs every test, the load, soak and race tests and hypothesis's
-# searches at a smaller size: a few seconds each, not tens. `--dist worksteal`: a core that runs
-# out of tests takes some of the other's (xdist's default hands out batches, and the slow server
-# tests sit together: pytest took 123 s with it, 96 s with worksteal, load 2-5).
-PYTEST := $(BIN)/pytest -n 2 --dist worksteal
+# The loop to run every minute: no browser, nginx, Prometheus, wheel build or Node. The `check`
+# profile (tests/support/profile.py) runs every test, the load, soak and race tests and
+# hypothesis's searches at a smaller size: a few seconds each, not tens. Three processes on the
+# two cores: a third of the time a test waits on a server or a timeout, and the third process
+# fills it (each test has its own ports, files and PostgreSQL schema). `--dist worksteal`: a
+# process that runs out of tests takes some of another's (xdist's default hands out batches, and
+# the slow server tests sit together).
+PYTEST := $(BIN)/pytest --dist worksteal
 check: lint
-	USERS_TEST_PROFILE=check $(PYTEST) -m "not deployment"
+	USERS_TEST_PROFILE=check $(PYTEST) -n 3 -m "not deployment"
 
 # Everything: the spec's lints, the linters, the same tests at their full size, then
 # tests/deployment/ one at a time (they time what nginx and the instances behind it do, and
 # share one built wheel).
 test: lint-spec lint
-	$(PYTEST) -m "not deployment"
+	$(PYTEST) -n 2 -m "not deployment"
 	$(BIN)/pytest -m deployment
 
 # wrk from Debian's packages, if it is missing (as root, like .ci/run installs Chromium).
