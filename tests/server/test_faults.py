@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.support.api import API_KEY, AUTH, assert_problem
 from tests.support.faults import Proxy, proxy_to
+from tests.support.profile import scaled
 from tests.support.servers import Server, requests_in_flight, serve, wait_for
 from tests.support.stores import migrated, postgres_schema, sql_engine
 from users_api.app import create_app
@@ -93,9 +94,10 @@ def test_with_postgresql_stalled_every_request_gets_a_503_within_the_timeout(
 
 @pytest.mark.parametrize("flavour", APP_FLAVOURS)
 def test_with_postgresql_stalled_the_probes_answer_at_once(tmp_path: Path, flavour: str) -> None:
-    # The stuck requests wait 6 s for the database: a probe queued behind them would take that
-    # long, one answered at once takes a small part of it (a third is the bound).
-    stuck_ms = 6000
+    # The stuck requests wait 6 s (4.5 s in `make check`) for the database: a probe queued
+    # behind them would take that long, one answered at once a small part of it (a third is
+    # the bound), and readiness its own check's second (3 s with the margin).
+    stuck_ms = scaled(6000, 4500)
     with (
         serving_through_a_proxy(tmp_path, flavour, stuck_ms) as (server, proxy),
         ExitStack() as stack,
