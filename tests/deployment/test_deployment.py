@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.api import API_KEY, AUTH
 from tests.support.installed import CHECKOUT, Installed
 from tests.support.nginx import nginx
 from tests.support.servers import Server, free_port, running, serve, wait_for
@@ -31,8 +32,7 @@ from users_api.handlers.problem_types import CONTENT_TOO_LARGE
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 REDIS = "redis://127.0.0.1:6379"
-KEY, KEY_NAME = "deployment-test-key", "load-test"
-AUTH = {"Authorization": f"Bearer {KEY}"}
+KEY_NAME = "load-test"
 REPORT = CHECKOUT / "artifacts" / "deployment.json"
 PROBLEM = "application/problem+json"
 
@@ -199,7 +199,7 @@ class Load:
 def test_two_instances_behind_nginx_lose_nothing_when_one_stops_and_one_is_killed(
     installed: Installed, tmp_path: Path
 ) -> None:
-    (tmp_path / "keys").write_text(key_file_line(KEY_NAME, SCOPES, KEY))
+    (tmp_path / "keys").write_text(key_file_line(KEY_NAME, SCOPES, API_KEY))
     ports = (free_port(), free_port())
     timeline: list[tuple[float, str]] = []
 
