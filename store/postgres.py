@@ -28,6 +28,7 @@ from users_api.store import (
     DEFAULT_OPTIONS,
     MAX_ID,
     MAX_VERSION,
+    USER_COLUMNS,
     IdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -83,7 +84,7 @@ UNAVAILABLE_ERRORS = (
     pg.TransactionRollbackError,  # deadlock, serialization
 )
 
-_COLUMNS = "id, username, created_at, updated_at, version"
+_COLUMNS = ", ".join(USER_COLUMNS)
 _GET = f"SELECT {_COLUMNS} FROM users WHERE id = $1"
 _LIST = f"SELECT {_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
 # lower() in the column's "C" collation (migration 0002), as the unique index has it.

@@ -20,8 +20,8 @@ class RequestBody(HTTPMiddleware):
     """413 for a body larger than `max_bytes` (by Content-Length, and by counting the bytes of a
     chunked one); 400 for a body sent to an operation that takes none (every GET and DELETE
     here; `operations_at` gives a path's operations by method); 415 for a body without a
-    Content-Type. The body goes on with an
-    exact Content-Length: Connexion validates a body only when one is declared.
+    Content-Type. The body goes on with an exact Content-Length: Connexion validates a body
+    only when one is declared.
     """
 
     def __init__(
