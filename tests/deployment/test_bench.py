@@ -30,6 +30,7 @@ VARIANTS = {variant.name: variant for variant in all_variants()}
         "async-postgres-1w",
         "fastapi-asyncpg",
         "flask-psycopg",
+        "floor-asyncpg",
     ],
 )
 def test_a_bench_server_starts_filled_and_answers_its_scenarios(tmp_path: Path, name: str) -> None:
