@@ -19,8 +19,15 @@ from connexion.decorators.response import AsyncResponseDecorator
 from connexion.frameworks.starlette import Starlette as StarletteFramework
 from connexion.middleware import ConnexionMiddleware
 from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.operations import AbstractOperation
 from connexion.security import NO_VALUE
+from connexion.utils import is_nullable
 from connexion.validators import (
     JSONRequestBodyValidator,
     JSONResponseBodyValidator,
@@ -76,10 +83,14 @@ class _ConsoleOnItsPath(SwaggerUIMiddleware):
 
 
 def middlewares() -> list[Any]:
-    """Connexion's own middlewares, in its order, with the console's router on its path."""
+    """Connexion's own middlewares, in its order, with the console's router on its path and
+    request validation set up once per operation (piece 6)."""
+    ours: dict[type, type] = {
+        SwaggerUIMiddleware: _ConsoleOnItsPath,
+        RequestValidationMiddleware: _ValidationSetUpOnce,
+    }
     return [
-        _ConsoleOnItsPath if middleware is SwaggerUIMiddleware else middleware
-        for middleware in ConnexionMiddleware.default_middlewares
+        ours.get(middleware, middleware) for middleware in ConnexionMiddleware.default_middlewares
     ]
 
 
@@ -189,3 +200,74 @@ def validator_map(parameter: type[Any], body: type[BodyValidator]) -> dict[str, 
             {"*/*json": _ResponseBodyValidator, "text/plain": TextResponseBodyValidator}
         ),
     }
+
+
+# 6. Request validation set up once per operation.
+#
+# For every request, stock `RequestValidationOperation` builds the operation's URI parser (twice
+# for a body) and parameter validator, and finds the body's schema, its nullability and its
+# validator by media type through `fnmatch`, four times over. None of it depends on the request
+# but its media type, so it is built once, and once for each media type the operation names.
+
+
+class _ValidationOnce(RequestValidationOperation):
+    _validator_map: dict[str, Any]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._parameters.validate(scope)
+        mime_type, encoding = self.extract_content_type(scope["headers"])
+        body = self._bodies[mime_type] if mime_type in self._bodies else self._body(mime_type)
+        if body is not None:
+            receive, scope = await body(encoding=encoding).wrap_receive(receive, scope=scope)
+        await self.next_app(scope, receive, send)
+
+    @functools.cached_property
+    def _parameters(self) -> Any:
+        operation = self._operation
+        return self._validator_map["parameter"](
+            operation.parameters,
+            uri_parser=self._uri_parser,
+            strict_validation=self.strict_validation,
+            security_query_params=self.security_query_params,
+        )
+
+    @functools.cached_property
+    def _uri_parser(self) -> Any:
+        operation = self._operation
+        return operation.uri_parser_class(operation.parameters, operation.body_definition())
+
+    @functools.cached_property
+    def _bodies(self) -> dict[str, Callable[..., Any] | None]:
+        """The body's validator, short of the request's encoding, by each media type the
+        operation consumes as named (a range, or another type, is looked up per request)."""
+        return {media.lower(): self._body(media.lower()) for media in self._operation.consumes}
+
+    def _body(self, mime_type: str) -> Callable[..., Any] | None:
+        self.validate_mime_type(mime_type)  # 415 for a type the operation does not consume
+        operation = self._operation
+        schema = operation.body_schema(mime_type)
+        validator = self._validator_map["body"].get(mime_type) if schema else None
+        if validator is None:
+            return None
+        return functools.partial(
+            validator,
+            schema=schema,
+            required=operation.request_body.get("required", False),
+            nullable=is_nullable(operation.body_definition(mime_type)),
+            strict_validation=self.strict_validation,
+            uri_parser=self._uri_parser,
+        )
+
+
+class _ValidationApi(RequestValidationAPI):
+    def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
+        return _ValidationOnce(
+            self.next_app,
+            operation=operation,
+            strict_validation=self.strict_validation,
+            validator_map=self.validator_map,
+        )
+
+
+class _ValidationSetUpOnce(RequestValidationMiddleware):
+    api_cls = _ValidationApi

@@ -4,6 +4,7 @@ it guards, so that an upgrade that moves one fails here, plainly, before anywher
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 from typing import Any
 
@@ -13,6 +14,11 @@ from connexion.apps.asynchronous import AsyncApi, AsyncOperation
 from connexion.decorators.response import AsyncResponseDecorator
 from connexion.middleware import ConnexionMiddleware
 from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.security import SecurityHandlerFactory
 from connexion.validators import AbstractRequestBodyValidator, AbstractResponseBodyValidator
@@ -123,3 +129,46 @@ def test_piece_5_the_request_body_is_parsed_then_validated_in_the_steps_it_hooks
     assert "self._schema = schema" in inspect.getsource(AbstractRequestBodyValidator.__init__)
     assert "self._scope = scope" in inspect.getsource(AbstractResponseBodyValidator.__init__)
     assert "def wrap_send" in inspect.getsource(AbstractResponseBodyValidator)
+
+
+STOCK_REQUEST_VALIDATION = "af472716211911b942041310f56e3fef4c450a9010c1c1d4c1cab2d16b80e248"
+"""SHA-256 of `RequestValidationOperation.__call__`'s source in the Connexion piece 6 follows."""
+
+
+def test_piece_6_request_validation_takes_the_steps_the_set_up_once_operation_takes() -> None:
+    """`_ValidationOnce.__call__` takes stock's steps with what it built once: when an upgrade
+    changes them, compare the two, follow the change, then update the digest."""
+    source = inspect.getsource(RequestValidationOperation.__call__)
+    assert hashlib.sha256(source.encode()).hexdigest() == STOCK_REQUEST_VALIDATION, (
+        "RequestValidationOperation.__call__ changed: piece 6 of connexion_adapter copies it"
+    )
+    assert RequestValidationMiddleware in ConnexionMiddleware.default_middlewares
+    assert RequestValidationMiddleware.api_cls is RequestValidationAPI
+    assert "make_operation" in vars(RequestValidationAPI), "the API no longer makes them"
+    assert connexion_adapter._ValidationSetUpOnce in connexion_adapter.middlewares()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("text/plain", 415),  # a type the operation does not consume, looked up per request
+        (None, 415),
+    ],
+)
+def test_piece_6_a_body_is_validated_by_its_media_type_on_every_request(
+    content_type: str | None, status: int
+) -> None:
+    """Each request is held to its own media type, whatever the one before it sent."""
+    client = create_app(Settings(api_keys=("k",)), store=MemoryStore()).test_client()
+    headers = {"Authorization": "Bearer k", "Content-Type": "application/json"}
+    assert client.post("/users", content=b'{"username": "cosmo"}', headers=headers).is_success
+    for _ in range(2):  # the first request sets up the operation; the second finds it set up
+        bad = client.put("/users/1", content=b'{"username": 7}', headers=headers)
+        assert bad.status_code == 400
+        sent = {"Authorization": "Bearer k"} | (
+            {"Content-Type": content_type} if content_type else {}
+        )
+        answer = client.put("/users/1", content=b'{"username": "kramer"}', headers=sent)
+        assert answer.status_code == status, answer.text
