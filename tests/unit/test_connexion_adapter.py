@@ -4,9 +4,13 @@ it guards, so that an upgrade that moves one fails here, plainly, before anywher
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import inspect
+import json
+import re
 from typing import Any
+from unittest.mock import patch
 
 import connexion
 import pytest
@@ -22,9 +26,13 @@ from connexion.middleware.request_validation import (
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.security import SecurityHandlerFactory
 from connexion.validators import AbstractRequestBodyValidator, AbstractResponseBodyValidator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.support.profile import scaled
 from users_api import connexion_adapter
 from users_api.app import create_app
+from users_api.connexion_adapter import _ValidationSetUpOnce as ValidationSetUpOnce
 from users_api.settings import Settings
 from users_api.store.memory import MemoryStore
 
@@ -172,3 +180,69 @@ def test_piece_6_a_body_is_validated_by_its_media_type_on_every_request(
         )
         answer = client.put("/users/1", content=b'{"username": "kramer"}', headers=sent)
         assert answer.status_code == status, answer.text
+
+
+MEDIA_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json; charset=latin-1",
+        "application/JSON",
+        "application/merge-patch+json",
+        "application/*",
+        "text/plain",
+        "*/*",
+        "",
+    ]
+)
+BODIES = st.sampled_from(
+    [b"", b'{"username": "kramer"}', b'{"username": 7}', b"null", b"[]", b"{", "é".encode()]
+)
+
+
+@functools.cache
+def _twins() -> tuple[Any, Any]:
+    """An app with Connexion's stock request validation and one with piece 6, both fed every
+    request alike, so that their stores go through the same states."""
+    ours = connexion_adapter.middlewares()
+    stock = [RequestValidationMiddleware if m is ValidationSetUpOnce else m for m in ours]
+    clients = []
+    for middlewares in (stock, ours):
+        with patch("users_api.app.middlewares", lambda chosen=middlewares: chosen):
+            client = create_app(Settings(api_keys=("k",)), store=MemoryStore()).test_client()
+        client.post("/users", json={"username": "cosmo"}, headers={"Authorization": "Bearer k"})
+        clients.append(client)
+    return clients[0], clients[1]
+
+
+@settings(max_examples=scaled(300, 60), deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]),
+            st.sampled_from(["/users", "/users/1", "/users/2"]),
+            st.none() | MEDIA_TYPES,
+            BODIES,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_piece_6_answers_every_request_as_connexions_own_validation_does(
+    requests: list[tuple[str, str, str | None, bytes]],
+) -> None:
+    for method, path, media, body in requests:
+        headers = {"Authorization": "Bearer k"} | ({} if media is None else {"Content-Type": media})
+        stock, ours = (
+            _answer(client.request(method, path, content=body, headers=headers))
+            for client in _twins()
+        )
+        assert ours == stock, (method, path, media, body)
+
+
+def _answer(response: Any) -> tuple[int, str]:
+    """The status and body, without what differs between two apps: times and request ids."""
+    body = response.json() if response.content else None
+    if isinstance(body, dict):
+        body.pop("instance", None)
+    return response.status_code, re.sub(r'"[0-9-]{10}T[^"]*"', "TIME", json.dumps(body))
