@@ -48,7 +48,7 @@ PEERS = {
     "floor-async-def": "bench.peers.connexion_floor:async_app_coroutines",
     "fastapi-asyncpg": "bench.peers.fastapi_asyncpg:app",
     "flask-psycopg": "bench.peers.flask_psycopg:app",
-    "floor-asyncpg": "bench.peers.connexion_floor:async_app_asyncpg",
+    "floor-asyncpg": "bench.peers.connexion_floor_asyncpg:app",
 }
 POSTGRES_PEERS = ("fastapi-asyncpg", "flask-psycopg", "floor-asyncpg")
 """Peers over the service's table in PostgreSQL: skipped, as its variants are, without it."""

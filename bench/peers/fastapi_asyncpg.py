@@ -14,13 +14,8 @@ import asyncpg
 from fastapi import Depends, FastAPI, HTTPException
 
 from bench.peers.fastapi_users import User, UserId, UserWrite, require_key
+from bench.peers.users_table import GET, POOL_SIZE, PUT
 
-POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "5"))  # `make bench` gives the service's
-GET = "SELECT id, username, created_at, updated_at FROM users WHERE id = $1"
-PUT = (
-    "UPDATE users SET username = $2, updated_at = $3, version = version + 1 WHERE id = $1 "
-    "RETURNING id, username, created_at, updated_at"
-)
 pool: Any = None
 
 
