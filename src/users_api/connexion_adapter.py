@@ -87,7 +87,7 @@ def middlewares() -> list[Any]:
     request validation set up once per operation (piece 6)."""
     ours: dict[type, type] = {
         SwaggerUIMiddleware: _ConsoleOnItsPath,
-        RequestValidationMiddleware: _ValidationSetUpOnce,
+        RequestValidationMiddleware: _ValidationSetUpOnceMiddleware,
     }
     return [
         ours.get(middleware, middleware) for middleware in ConnexionMiddleware.default_middlewares
@@ -208,24 +208,31 @@ def validator_map(parameter: type[Any], body: type[BodyValidator]) -> dict[str, 
 # for a body) and parameter validator, and finds the body's schema, its nullability and its
 # validator by media type through `fnmatch`, four times over. None of it depends on the request
 # but its media type, so it is built once, and once for each media type the operation names.
+# (Stock's warning about an operation of several media types is logged then, not per request.)
 
 
-class _ValidationOnce(RequestValidationOperation):
+class _ValidationSetUpOnce(RequestValidationOperation):
+    """Stock's request validation, its parsers and validators built once per operation."""
+
     _validator_map: dict[str, Any]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._parameters.validate(scope)
+        self._parameter_validator.validate(scope)
         mime_type, encoding = self.extract_content_type(scope["headers"])
-        body = self._bodies[mime_type] if mime_type in self._bodies else self._body(mime_type)
-        if body is not None:
-            receive, scope = await body(encoding=encoding).wrap_receive(receive, scope=scope)
+        if mime_type in self._body_validators:
+            body_validator = self._body_validators[mime_type]
+        else:
+            self.validate_mime_type(mime_type)  # 415 for a type the operation does not consume
+            body_validator = self._body_validator(mime_type)
+        if body_validator is not None:
+            validator = body_validator(encoding=encoding)
+            receive, scope = await validator.wrap_receive(receive, scope=scope)
         await self.next_app(scope, receive, send)
 
     @functools.cached_property
-    def _parameters(self) -> Any:
-        operation = self._operation
+    def _parameter_validator(self) -> Any:
         return self._validator_map["parameter"](
-            operation.parameters,
+            self._operation.parameters,
             uri_parser=self._uri_parser,
             strict_validation=self.strict_validation,
             security_query_params=self.security_query_params,
@@ -237,13 +244,14 @@ class _ValidationOnce(RequestValidationOperation):
         return operation.uri_parser_class(operation.parameters, operation.body_definition())
 
     @functools.cached_property
-    def _bodies(self) -> dict[str, Callable[..., Any] | None]:
-        """The body's validator, short of the request's encoding, by each media type the
-        operation consumes as named (a range, or another type, is looked up per request)."""
-        return {media.lower(): self._body(media.lower()) for media in self._operation.consumes}
+    def _body_validators(self) -> dict[str, Callable[..., Any] | None]:
+        """By each media type the operation consumes, as the spec names it (any other type,
+        and a range's members, are looked up per request)."""
+        return {media: self._body_validator(media) for media in self._operation.consumes}
 
-    def _body(self, mime_type: str) -> Callable[..., Any] | None:
-        self.validate_mime_type(mime_type)  # 415 for a type the operation does not consume
+    def _body_validator(self, mime_type: str) -> Callable[..., Any] | None:
+        """The body's validator for `mime_type`, short of the request's encoding; None if the
+        operation has no schema for it, or no validator is registered for the type."""
         operation = self._operation
         schema = operation.body_schema(mime_type)
         validator = self._validator_map["body"].get(mime_type) if schema else None
@@ -259,9 +267,9 @@ class _ValidationOnce(RequestValidationOperation):
         )
 
 
-class _ValidationApi(RequestValidationAPI):
+class _ValidationSetUpOnceApi(RequestValidationAPI):
     def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
-        return _ValidationOnce(
+        return _ValidationSetUpOnce(
             self.next_app,
             operation=operation,
             strict_validation=self.strict_validation,
@@ -269,5 +277,5 @@ class _ValidationApi(RequestValidationAPI):
         )
 
 
-class _ValidationSetUpOnce(RequestValidationMiddleware):
-    api_cls = _ValidationApi
+class _ValidationSetUpOnceMiddleware(RequestValidationMiddleware):
+    api_cls = _ValidationSetUpOnceApi
