@@ -48,8 +48,9 @@ class Row:
     rss_mb: float
     errors: int
     ratios: dict[str, float]
-    """Requests/s over each peer's, for the project's variants on the peers' scenarios, and
-    over its own flavour's on the memory store (`memory`), for a variant on PostgreSQL."""
+    """Requests/s over each peer's on the peers' scenarios, for every variant but the peers its
+    table compares with (a floor too), and over its own flavour's on the memory store
+    (`memory`), for a variant on PostgreSQL."""
     round_trips: float | None = None
 
 
@@ -82,7 +83,8 @@ def summarize(
         ratios = {
             peer: throughput / median(peer_key, "requests_per_s")
             for peer in PEERS
-            if variant not in PEERS and (peer_key := (scenario, connections, peer)) in groups
+            if variant not in RATIO_COLUMNS
+            and (peer_key := (scenario, connections, peer)) in groups
         }
         flavour, _, workers = variant.partition("-postgres-")
         memory_key = (scenario, connections, f"{flavour}-memory-1w")
