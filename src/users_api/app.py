@@ -30,6 +30,7 @@ from users_api.connexion_adapter import (
     middlewares,
     spec_for_connexion,
 )
+from users_api.logs import lighten_log_records
 from users_api.metrics import Metrics
 from users_api.middleware.access_log import AccessLog
 from users_api.middleware.cut_short import CutShort
@@ -107,6 +108,7 @@ def create_app(
             # walked all of it every few seconds, each pass a pause in a request's p99.
             gc.collect()
             gc.freeze()
+            lighten_log_records()  # for the access line, one a request
             yield
 
     app = APP_CLASSES[settings.app](
