@@ -14,8 +14,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from bench.peers.seed_flask import API_KEY, valid_user_write
+from bench.peers.users_table import POOL_SIZE
 
-POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "5"))  # `make bench` gives the service's
 GET = "SELECT id, username, created_at, updated_at FROM users WHERE id = %s"
 PUT = (
     "UPDATE users SET username = %s, updated_at = %s, version = version + 1 WHERE id = %s "

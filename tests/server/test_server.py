@@ -407,9 +407,10 @@ def test_two_workers_lose_no_update_under_if_match(tmp_path: Path, backend: str)
         server = stack.enter_context(serve(tmp_path, "--store", store, "--workers", "2", *LOAD))
         httpx.post(f"{server.url}/users", json={"username": "n0"}, headers=AUTH)
         # 8 clients racing on one user; `make check` has each make 8 increments, not 25.
-        successes = increment_with_if_match(server.url, clients=8, increments=scaled(25, 8))
+        increments = scaled(25, 8)
+        successes = increment_with_if_match(server.url, clients=8, increments=increments)
         final = httpx.get(f"{server.url}/users/1", headers=AUTH).json()["username"]
-    assert successes == 8 * scaled(25, 8)
+    assert successes == 8 * increments
     assert final == f"n{successes}"
 
 
