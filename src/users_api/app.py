@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -132,7 +133,16 @@ def create_app(
     outside, inside = MiddlewarePosition.BEFORE_EXCEPTION, MiddlewarePosition.BEFORE_ROUTING
     layers: list[tuple[Any, MiddlewarePosition, dict[str, Any]]] = [
         # Every response and log line carries the request's id, the client's if well formed.
-        (CorrelationIdMiddleware, outside, {"validator": REQUEST_ID.fullmatch}),
+        (
+            CorrelationIdMiddleware,
+            outside,
+            # Nothing reads the request's header again: the id is in a context variable.
+            {
+                "validator": REQUEST_ID.fullmatch,
+                "generator": new_request_id,
+                "update_request_header": False,
+            },
+        ),
         # Browser scripts from the operator's origins may call the API (when there are some).
         *([(CORSMiddleware, outside, cors)] if settings.cors_origins else []),
         # No response is sniffed or shared-cached; none without a body has a Content-Type.
@@ -216,6 +226,14 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """An `X-Request-ID` the service takes from a client; any other, it replaces with its own."""
+
+
+def new_request_id() -> str:
+    """32 hex digits, as `uuid4().hex`, from `random`'s generator (seeded from the system's at
+    start, and again in a forked child): `uuid4` makes a system call for each, and a request id
+    labels a request, it guards nothing."""
+    return f"{random.getrandbits(128):032x}"
+
 
 Operations = dict[str, dict[str, dict[str, Any]]]
 """Each operation of the spec, its `$ref`s resolved, by path template and then by method (in
