@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
-from pythonjsonlogger.core import RESERVED_ATTRS
+import orjson
 
 TEXT_PREFIX = "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: "
 LEFT_OUT = {"pathname", "filename", "module", "lineno", "funcName"}
@@ -41,20 +42,7 @@ def log_config(log_format: str) -> dict[str, Any]:
             }
         },
         "formatters": {
-            "json": {
-                # orjson's encoder, faster than json's: the access log writes a line per request.
-                "()": "pythonjsonlogger.orjson.OrjsonFormatter",
-                "fmt": "{levelname}{name}{message}{correlation_id}",
-                "style": "{",
-                "timestamp": "time",
-                "rename_fields": {
-                    "levelname": "level",
-                    "name": "logger",
-                    "correlation_id": "request_id",
-                },
-                # uvicorn adds an ANSI-coloured copy of some messages, for terminals only.
-                "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
-            },
+            "json": {"()": "users_api.logs.JsonFormatter"},
             "text": {
                 "()": "users_api.logs.TextFormatter",
                 "fmt": f"{TEXT_PREFIX}%(message)s",
@@ -89,6 +77,39 @@ def log_config(log_format: str) -> dict[str, Any]:
             "users.access": {"handlers": ["access"], "propagate": False},
         },
     }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: level, logger, message and request id, then what the call's
+    `extra` added, any exception, and the time (RFC 3339, UTC).
+
+    Written for these fields alone, with orjson's encoder: the access log writes a line for
+    every request, and a general-purpose JSON formatter took twice as long over each.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "correlation_id", None),
+        }
+        line.update((name, value) for name, value in vars(record).items() if name not in _OWN)
+        if record.exc_info and not record.exc_text:  # cached, as `logging.Formatter` does
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc_info"] = record.exc_text
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        line["time"] = datetime.fromtimestamp(record.created, UTC)
+        return orjson.dumps(line, default=str).decode()
+
+
+_OWN = frozenset(
+    {*vars(logging.makeLogRecord({})), "message", "asctime", "taskName", "correlation_id"}
+    | {"color_message"}  # uvicorn's ANSI-coloured copy of its message, for terminals
+)
+"""A record's own attributes, or a formatter's; any other came from the call's `extra`."""
 
 
 class TextFormatter(logging.Formatter):
