@@ -213,6 +213,10 @@ def validator_map(parameter: type[Any], body: type[BodyValidator]) -> dict[str, 
 # lookup here is the same without them.
 
 
+_GUESSED_FOR_NO_BODY = "application/octet-stream"
+"""Stock's media type for a request without Content-Type to an operation without a body."""
+
+
 class _ValidationSetUpOnce(RequestValidationOperation):
     """Stock's request validation, its parsers and validators built once per operation."""
 
@@ -247,9 +251,11 @@ class _ValidationSetUpOnce(RequestValidationOperation):
 
     @functools.cached_property
     def _body_validators(self) -> dict[str, Callable[..., Any] | None]:
-        """By each media type the operation consumes, as the spec names it (any other type,
+        """By each media type the operation consumes, as the spec names it, or by the type
+        stock guesses for a request that sends none when it consumes none (any other type,
         and a range's members, are looked up per request)."""
-        return {media: self._body_validator(media) for media in self._operation.consumes}
+        consumes = self._operation.consumes or [_GUESSED_FOR_NO_BODY]
+        return {media: self._body_validator(media) for media in consumes}
 
     def _body_validator(self, mime_type: str) -> Callable[..., Any] | None:
         """The body's validator for `mime_type`, short of the request's encoding; None if the
@@ -275,7 +281,7 @@ class _ValidationSetUpOnce(RequestValidationOperation):
         )
         mime_type, encoding = split_content_type(content_type)
         if mime_type is None:  # none sent: stock's guess
-            mime_type = (self._operation.consumes or ["application/octet-stream"])[0]
+            mime_type = (self._operation.consumes or [_GUESSED_FOR_NO_BODY])[0]
         return mime_type, encoding or "utf-8"
 
 
