@@ -52,11 +52,26 @@ class Metrics:
             "Requests let through unlimited because the rate limits' storage failed or stalled.",
             registry=registry,
         )
+        self._counted: dict[tuple[str, str, int, str], Counter] = {}
+        self._timed: dict[str, Histogram] = {}
         exposed = registry
         if os.environ.get(MULTIPROCESS_DIR):  # every worker's samples, added up
             exposed = CollectorRegistry()
             MultiProcessCollector(exposed)
         self.endpoint: ASGIApp = make_asgi_app(exposed)
+
+    def answered(self, operation: str, method: str, status: int, key: str, seconds: float) -> None:
+        """One request answered. Each label set's child is looked up once: prometheus-client's
+        `labels()` checks and locks on every call, about as long as the count itself."""
+        labels = (operation, method, status, key)
+        counted = self._counted.get(labels)
+        if counted is None:
+            counted = self._counted[labels] = self.requests.labels(*labels)
+        counted.inc()
+        timed = self._timed.get(operation)
+        if timed is None:
+            timed = self._timed[operation] = self.latency.labels(operation)
+        timed.observe(seconds)
 
     def close(self) -> None:
         """A worker that stops takes its in-flight count with it."""

@@ -57,10 +57,9 @@ class AccessLog(HTTPMiddleware):
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
             operation, key = operation_id(scope), key_name(scope)
-            self.metrics.requests.labels(
-                operation or "none", scope["method"], status, key or "none"
-            ).inc()
-            self.metrics.latency.labels(operation or "none").observe(seconds)
+            self.metrics.answered(
+                operation or "none", scope["method"], status, key or "none", seconds
+            )
             template = self.templates[operation] if operation else None
             client = scope.get("client")
             logger.log(
