@@ -23,6 +23,7 @@ from connexion.middleware.request_validation import (
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
+from connexion.middleware.response_validation import ResponseValidationOperation
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.security import SecurityHandlerFactory
 from connexion.spec import Specification
@@ -149,14 +150,8 @@ STOCK_REQUEST_VALIDATION = {
     RequestValidationAPI.make_operation: (
         "55b32cb8b0ab229eedb57e573397f76bcb9ad3d217206d1fa06afb766db89026"
     ),
-    RequestValidationOperation.extract_content_type: (
-        "b08fa016a712fc41852664cb37f88ab0f985d0bfdd695cbc590e559cbf606aea"
-    ),
-    connexion.utils.extract_content_type: (
-        "cf05b8c47077bb9b3b21acc64089324161bc22fb888f87d73e410bd2b75b776c"
-    ),
 }
-"""SHA-256 of the source of each function of Connexion's that piece 6 copies."""
+"""SHA-256 of the source of each method of Connexion's that piece 6 copies."""
 
 
 def test_piece_6_request_validation_takes_the_steps_the_set_up_once_operation_takes() -> None:
@@ -279,3 +274,46 @@ def _receiving(body: bytes) -> Receive:
 
 async def _never_sent(message: Message) -> None:
     raise AssertionError("request validation answered itself")
+
+
+def test_piece_7_connexions_callers_find_the_content_type_lookup_in_its_module() -> None:
+    """Piece 7 replaces the function in `connexion.utils`: when an upgrade changes it, compare
+    the two, follow the change, then update the digest."""
+    stock = inspect.getsource(connexion_adapter.STOCK_CONTENT_TYPE_LOOKUP)
+    assert hashlib.sha256(stock.encode()).hexdigest() == (
+        "cf05b8c47077bb9b3b21acc64089324161bc22fb888f87d73e410bd2b75b776c"
+    ), "connexion.utils.extract_content_type changed: piece 7 of connexion_adapter replaces it"
+    assert connexion.utils.extract_content_type is connexion_adapter._content_type
+    callers = [
+        RequestValidationOperation.extract_content_type,
+        ResponseValidationOperation.extract_content_type,
+        AsyncResponseDecorator._infer_content_type,
+    ]
+    for caller in callers:
+        assert "utils.extract_content_type(headers)" in inspect.getsource(caller), (
+            f"{caller.__qualname__} no longer looks the lookup up in connexion.utils"
+        )
+
+
+HEADER_NAMES = st.sampled_from(
+    ["content-type", "Content-Type", "CONTENT-TYPE", "content-typ", "x-content-type", "etag"]
+)
+HEADER_VALUES = st.text(st.characters(max_codepoint=0xFF), max_size=8)
+
+
+@settings(max_examples=scaled(500, 100), deadline=None)
+@given(
+    pairs=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=4),
+    as_dict=st.booleans(),
+)
+def test_piece_7_finds_what_connexions_lookup_finds(
+    pairs: list[tuple[str, str]], as_dict: bool
+) -> None:
+    """A handler's headers (a dict of text) or a scope's (pairs of latin-1 bytes)."""
+    headers: Any = (
+        dict(pairs)
+        if as_dict
+        else [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+    )
+    stock = connexion_adapter.STOCK_CONTENT_TYPE_LOOKUP(headers)
+    assert connexion_adapter._content_type(headers) == stock
