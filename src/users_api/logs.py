@@ -84,7 +84,7 @@ class JsonFormatter(logging.Formatter):
     `extra` added, any exception, and the time (RFC 3339, UTC).
 
     Written for these fields alone, with orjson's encoder: the access log writes a line for
-    every request, and a general-purpose JSON formatter took twice as long over each.
+    every request, and a general-purpose formatter's generality cost more than the line.
     """
 
     def format(self, record: logging.LogRecord) -> str:
