@@ -102,14 +102,23 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack_info"] = self.formatStack(record.stack_info)
         line["time"] = datetime.fromtimestamp(record.created, UTC)
-        return orjson.dumps(line, default=str).decode()
+        return orjson.dumps(line, default=_as_text, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 _OWN = frozenset(
-    {*vars(logging.makeLogRecord({})), "message", "asctime", "taskName", "correlation_id"}
+    {*vars(logging.makeLogRecord({})), "message", "asctime", "correlation_id"}
     | {"color_message"}  # uvicorn's ANSI-coloured copy of its message, for terminals
 )
 """A record's own attributes, or a formatter's; any other came from the call's `extra`."""
+
+
+def _as_text(value: object) -> str:
+    """What JSON has no type for, as text; one that cannot say what it is, by its type's name:
+    a line is never lost to what a caller put in it."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 class TextFormatter(logging.Formatter):

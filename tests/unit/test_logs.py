@@ -49,6 +49,28 @@ def test_a_json_line_holds_the_traceback_and_any_value_as_text() -> None:
     assert "color_message" not in line  # uvicorn's copy for terminals
 
 
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_a_json_line_is_written_whatever_the_call_put_in_it() -> None:
+    odd = record(counts={1: "one"}, thing=Unprintable())
+    odd.stack_info = "Stack (most recent call last)"
+    line = json.loads(JsonFormatter().format(odd))
+    assert line["counts"] == {"1": "one"}
+    assert line["thing"] == "<Unprintable>"
+    assert line["stack_info"] == "Stack (most recent call last)"
+
+
+def test_a_record_no_request_id_filter_saw_has_a_null_request_id() -> None:
+    unfiltered = logging.getLogger("users").makeRecord(
+        "users", logging.WARNING, "app.py", 7, "started", (), None
+    )
+    line = json.loads(JsonFormatter().format(unfiltered))
+    assert (line["request_id"], line["level"], line["message"]) == (None, "WARNING", "started")
+
+
 def test_no_format_writes_what_lightened_records_leave_out() -> None:
     """A field added to a format from `LEFT_OUT` would be empty: take it out of `LEFT_OUT`."""
     assert not LEFT_OUT & json.loads(JsonFormatter().format(record())).keys()
