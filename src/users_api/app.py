@@ -229,9 +229,9 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def new_request_id() -> str:
-    """32 hex digits, as `uuid4().hex`, from `random`'s generator (seeded from the system's at
-    start, and again in a forked child): `uuid4` makes a system call for each, and a request id
-    labels a request, it guards nothing."""
+    """32 hex digits (the shape of `uuid4().hex`) from `random`'s generator, seeded from the
+    system's at start and again in a forked child: `uuid4` makes a system call for each, and a
+    request id labels a request, it guards nothing."""
     return f"{random.getrandbits(128):032x}"
 
 
