@@ -31,7 +31,7 @@ from users_api.connexion_adapter import (
     middlewares,
     spec_for_connexion,
 )
-from users_api.logs import lighten_log_records
+from users_api.logs import AccessLines
 from users_api.metrics import Metrics
 from users_api.middleware.access_log import AccessLog
 from users_api.middleware.cut_short import CutShort
@@ -109,7 +109,6 @@ def create_app(
             # walked all of it every few seconds, each pass a pause in a request's p99.
             gc.collect()
             gc.freeze()
-            lighten_log_records()  # for the access line, one a request
             yield
 
     app = APP_CLASSES[settings.app](
@@ -150,7 +149,15 @@ def create_app(
         # /metrics answers the operator's networks only, and is neither logged nor counted.
         (MetricsEndpoint, outside, {"metrics": metrics, "networks": settings.metrics_networks}),
         # Every other request leaves one access line and its metrics, whatever answered it.
-        (AccessLog, outside, {"metrics": metrics, "templates": templates}),
+        (
+            AccessLog,
+            outside,
+            {
+                "lines": AccessLines(settings.log_format),
+                "metrics": metrics,
+                "templates": templates,
+            },
+        ),
         # A request still running when the shutdown grace ends is answered 503, not dropped.
         (CutShort, outside, {}),
         # The probes are answered on the event loop, ahead of anything a request can queue on.

@@ -1,6 +1,8 @@
 """Log lines on stdout: JSON for a log collector, text for a person at a terminal.
 
-Every line logged while a request is answered carries its request id.
+Every line logged while a request is answered carries its request id. The access log's line,
+one a request, is written by `AccessLines` rather than as a `logging` record, in the same
+formats.
 """
 
 from __future__ import annotations
@@ -11,27 +13,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from asgi_correlation_id import correlation_id
 
 TEXT_PREFIX = "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: "
-LEFT_OUT = {"pathname", "filename", "module", "lineno", "funcName"}
-LEFT_OUT |= {"thread", "threadName", "process", "processName"}
-"""What `lighten_log_records` leaves out of each record, and no format here writes."""
+ACCESS_LOGGER = "users.access"
+"""The logger name the access log's lines carry."""
 
 
-def lighten_log_records() -> None:
-    """Records without `LEFT_OUT`: the caller's file, line and function, which `logging` finds
-    by walking the stack on each call, and the thread and process: the access log makes a record
-    for every request. The switches are the logging HOWTO's (its "Optimization" section)."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+def resolved_format(log_format: str) -> str:
+    """`json` or `text`; `auto` is text on a terminal."""
+    if log_format == "auto":
+        return "text" if sys.stdout.isatty() else "json"
+    return log_format
 
 
 def log_config(log_format: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` for uvicorn to apply in the server and in each worker."""
-    if log_format == "auto":
-        log_format = "text" if sys.stdout.isatty() else "json"
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -47,24 +44,12 @@ def log_config(log_format: str) -> dict[str, Any]:
                 "()": "users_api.logs.TextFormatter",
                 "fmt": f"{TEXT_PREFIX}%(message)s",
             },
-            # A person reads the request's own path; a JSON line has it in its `path` field, and
-            # its message names the operation's template, never a path a client made up.
-            "access_text": {
-                "()": "users_api.logs.TextFormatter",
-                "fmt": f"{TEXT_PREFIX}%(method)s %(path)s %(status)s",
-            },
         },
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
-                "formatter": log_format,
-                "filters": ["request_id"],
-            },
-            "access": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stdout",
-                "formatter": "access_text" if log_format == "text" else "json",
+                "formatter": resolved_format(log_format),
                 "filters": ["request_id"],
             },
         },
@@ -74,7 +59,6 @@ def log_config(log_format: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
-            "users.access": {"handlers": ["access"], "propagate": False},
         },
     }
 
@@ -83,8 +67,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line: level, logger, message and request id, then what the call's
     `extra` added, any exception, and the time (RFC 3339, UTC).
 
-    Written for these fields alone, with orjson's encoder: the access log writes a line for
-    every request, and a general-purpose formatter's generality cost more than the line.
+    The access log's lines, written by `AccessLines`, have the same fields.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -102,7 +85,7 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack_info"] = self.formatStack(record.stack_info)
         line["time"] = datetime.fromtimestamp(record.created, UTC)
-        return orjson.dumps(line, default=_as_text, option=orjson.OPT_NON_STR_KEYS).decode()
+        return _json(line)
 
 
 _OWN = frozenset(
@@ -112,6 +95,10 @@ _OWN = frozenset(
 """A record's own attributes, or a formatter's; any other came from the call's `extra`."""
 
 
+def _json(line: dict[str, Any]) -> str:
+    return orjson.dumps(line, default=_as_text, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def _as_text(value: object) -> str:
     """What JSON has no type for, as text; one that cannot say what it is, by its type's name:
     a line is never lost to what a caller put in it."""
@@ -119,6 +106,51 @@ def _as_text(value: object) -> str:
         return str(value)
     except Exception:
         return f"<{type(value).__name__}>"
+
+
+class AccessLines:
+    """The access log: a line on stdout for each request, as `JsonFormatter` or, for a person
+    at a terminal, `TextFormatter` would write it under the logger `ACCESS_LOGGER`.
+
+    Written directly, not as a `logging` record: making, handling and formatting a record for
+    every request cost more than all the rest of the access log and its metrics.
+    """
+
+    def __init__(self, log_format: str) -> None:
+        self._text = None
+        if resolved_format(log_format) == "text":
+            # A person reads the request's own path; a JSON line has it in its `path` field,
+            # and its message names the operation's template, never a path a client made up.
+            self._text = TextFormatter(f"{TEXT_PREFIX}%(method)s %(path)s %(status)s")
+
+    def write(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        level_name = logging.getLevelName(level)
+        if self._text is None:
+            line = _json(
+                {
+                    "level": level_name,
+                    "logger": ACCESS_LOGGER,
+                    "message": message,
+                    "request_id": correlation_id.get(),
+                    **fields,
+                    "time": datetime.now(UTC),
+                }
+            )
+        else:
+            line = self._text.format(
+                logging.makeLogRecord(
+                    {
+                        "name": ACCESS_LOGGER,
+                        "levelno": level,
+                        "levelname": level_name,
+                        "msg": message,
+                        "correlation_id": correlation_id.get(),
+                        **fields,
+                    }
+                )
+            )
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 class TextFormatter(logging.Formatter):

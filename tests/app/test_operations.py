@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import re
 import time
@@ -309,8 +310,14 @@ class FailingStore(MemoryStore):
         raise RuntimeError("disk on fire: secret-detail")
 
 
+def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The access log's lines written so far: JSON, stdout being no terminal under pytest."""
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return [line for line in lines if line["logger"] == "users.access"]
+
+
 def test_a_500_logs_its_traceback_at_error_but_shows_none(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = client_with(store=FailingStore())
     response = client.get("/users/1", headers=AUTH)
@@ -319,22 +326,17 @@ def test_a_500_logs_its_traceback_at_error_but_shows_none(
     assert "Traceback" not in response.text
     errors = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert any(record.exc_info and "secret-detail" in str(record.exc_info[1]) for record in errors)
-    access = [record for record in errors if record.name == "users.access"]
-    assert [record.getMessage() for record in access] == ["GET /users/{user_id} 500"]
+    access = [(line["level"], line["message"]) for line in access_lines(capsys)]
+    assert access == [("ERROR", "GET /users/{user_id} 500")]
     assert problem["instance"] == f"urn:request:{response.headers['X-Request-ID']}"
 
 
 def test_only_auth_failures_among_4xx_log_at_warning(
-    client: TestClient, caplog: pytest.LogCaptureFixture
+    client: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.INFO)
     client.get("/users/99", headers=AUTH)
     client.post("/users", json={"username": "cosmo"}, headers={"Authorization": "Bearer wrong"})
-    levels = {
-        record.getMessage(): record.levelname
-        for record in caplog.records
-        if record.name == "users.access"
-    }
+    levels = {line["message"]: line["level"] for line in access_lines(capsys)}
     assert levels == {"GET /users/{user_id} 404": "INFO", "POST /users 401": "WARNING"}
 
 

@@ -1,14 +1,18 @@
-"""The log formats: the JSON line's fields, and what `lighten_log_records` leaves out."""
+"""The log formats: a JSON line's fields, and the access log's lines in either format."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from users_api.logs import LEFT_OUT, JsonFormatter, log_config
+import pytest
+from asgi_correlation_id import correlation_id
+
+from users_api.logs import AccessLines, JsonFormatter
 
 
 def record(**attributes: object) -> logging.LogRecord:
@@ -71,10 +75,42 @@ def test_a_record_no_request_id_filter_saw_has_a_null_request_id() -> None:
     assert (line["request_id"], line["level"], line["message"]) == (None, "WARNING", "started")
 
 
-def test_no_format_writes_what_lightened_records_leave_out() -> None:
-    """A field added to a format from `LEFT_OUT` would be empty: take it out of `LEFT_OUT`."""
-    assert not LEFT_OUT & json.loads(JsonFormatter().format(record())).keys()
-    formatters = log_config("json")["formatters"]
-    for name in ("text", "access_text"):
-        written = formatters[name]["fmt"]
-        assert not [field for field in LEFT_OUT if f"%({field})" in written]
+ACCESS_FIELDS = {"method": "GET", "path": "/users/{user_id}", "status": 404, "key": None}
+
+
+@pytest.fixture
+def request_id() -> Iterator[str]:
+    """The id of a request being answered, as the request id's middleware sets it."""
+    token = correlation_id.set("trace-7")
+    yield "trace-7"
+    correlation_id.reset(token)
+
+
+def test_an_access_line_in_json_has_the_fields_a_json_formatter_writes(
+    capsys: pytest.CaptureFixture[str], request_id: str
+) -> None:
+    AccessLines("json").write(logging.INFO, "GET /users/{user_id} 404", ACCESS_FIELDS)
+    written = json.loads(capsys.readouterr().out)
+    as_record = json.loads(JsonFormatter().format(record(**ACCESS_FIELDS)))
+    assert written.keys() == as_record.keys()
+    assert datetime.fromisoformat(written.pop("time")).utcoffset() == timedelta(0)
+    assert written == {
+        "level": "INFO",
+        "logger": "users.access",
+        "message": "GET /users/{user_id} 404",
+        "request_id": request_id,
+        **ACCESS_FIELDS,
+    }
+
+
+def test_an_access_line_in_text_escapes_what_the_path_holds(
+    capsys: pytest.CaptureFixture[str], request_id: str
+) -> None:
+    forged = "/x\n2026-11-29 INFO forged\x1b[31m"
+    fields = ACCESS_FIELDS | {"path": forged}
+    AccessLines("text").write(logging.WARNING, "GET (no operation) 404", fields)
+    written = capsys.readouterr().out
+    assert written.count("\n") == 1
+    assert written.endswith(
+        " WARNING [trace-7] users.access: GET /x\\x0a2026-11-29 INFO forged\\x1b[31m 404\n"
+    )

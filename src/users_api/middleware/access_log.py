@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from users_api.connexion_adapter import follow_routing, key_name, operation_id
+from users_api.logs import AccessLines
 from users_api.metrics import Metrics
 from users_api.middleware import HTTPMiddleware
-
-logger = logging.getLogger("users.access")
 
 AUTH_FAILURES = {401, 403}
 NO_OPERATION = "(no operation)"
@@ -29,8 +28,11 @@ class AccessLog(HTTPMiddleware):
     never holds a header's value.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, templates: Mapping[str, str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, lines: AccessLines, metrics: Metrics, templates: Mapping[str, str]
+    ) -> None:
         super().__init__(app)
+        self.lines = lines
         self.metrics = metrics
         self.templates = templates
         """Path template of each operationId."""
@@ -62,13 +64,10 @@ class AccessLog(HTTPMiddleware):
             )
             template = self.templates[operation] if operation else None
             client = scope.get("client")
-            logger.log(
+            self.lines.write(
                 _level(status),
-                "%s %s %s",
-                scope["method"],
-                template or NO_OPERATION,
-                status,
-                extra={
+                f"{scope['method']} {template or NO_OPERATION} {status}",
+                {
                     "method": scope["method"],
                     "path": template or scope["path"],
                     "operation": operation,
