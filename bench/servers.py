@@ -313,7 +313,7 @@ def running(variant: Variant, data: Data, logs: Path) -> Iterator[Server]:
     log = logs / f"{variant.name}.log"
     cpus = pinning(variant.workers).server
     with log.open("wb") as sink:
-        # stdout is uvicorn's access log: written as users run it, but not kept.
+        # stdout is the service's access log: written as users run it, but not kept.
         process = subprocess.Popen(
             ["taskset", "-c", cpus, *argv],
             cwd=variant.root,

@@ -131,7 +131,7 @@ class AccessLines:
                     "level": level_name,
                     "logger": ACCESS_LOGGER,
                     "message": message,
-                    "request_id": correlation_id.get(),
+                    "request_id": correlation_id.get("-"),
                     **fields,
                     "time": datetime.now(UTC),
                 }
@@ -144,13 +144,16 @@ class AccessLines:
                         "levelno": level,
                         "levelname": level_name,
                         "msg": message,
-                        "correlation_id": correlation_id.get(),
+                        "correlation_id": correlation_id.get("-"),
                         **fields,
                     }
                 )
             )
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except Exception:  # a closed or broken stdout: the line is lost, never the request
+            pass
 
 
 class TextFormatter(logging.Formatter):

@@ -17,7 +17,7 @@ import uvicorn
 
 from users_api.app import create_app
 from users_api.auth import SCOPES, ApiKey, KeyFileError, digest, key_file_line, load_keys, new_key
-from users_api.logs import log_config
+from users_api.logs import log_config, resolved_format
 from users_api.metrics import MULTIPROCESS_DIR
 from users_api.settings import Settings, SettingsError
 from users_api.store import StoreUnavailable, UserStore
@@ -32,6 +32,8 @@ def serve(settings: Settings, store: UserStore, *, demo: bool) -> None:
         raise SettingsError(
             "the memory:// store lives in one process: it cannot serve --workers > 1"
         )
+    # Once, so that every line of every worker takes the same format.
+    settings = replace(settings, log_format=resolved_format(settings.log_format))
     try:
         keys = load_keys(settings.api_keys_file, settings.api_keys)
     except KeyFileError as error:

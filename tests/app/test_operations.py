@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from typing import Any
@@ -311,7 +313,7 @@ class FailingStore(MemoryStore):
 
 
 def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    """The access log's lines written so far: JSON, stdout being no terminal under pytest."""
+    """The access log's lines written so far by an app whose log format is JSON."""
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     return [line for line in lines if line["logger"] == "users.access"]
 
@@ -319,7 +321,7 @@ def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
 def test_a_500_logs_its_traceback_at_error_but_shows_none(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client = client_with(store=FailingStore())
+    client = client_with(store=FailingStore(), log_format="json")
     response = client.get("/users/1", headers=AUTH)
     problem = assert_problem(response, 500)
     assert "secret-detail" not in response.text
@@ -331,13 +333,27 @@ def test_a_500_logs_its_traceback_at_error_but_shows_none(
     assert problem["instance"] == f"urn:request:{response.headers['X-Request-ID']}"
 
 
-def test_only_auth_failures_among_4xx_log_at_warning(
-    client: TestClient, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_only_auth_failures_among_4xx_log_at_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    client = client_with(store=MemoryStore(), log_format="json")
     client.get("/users/99", headers=AUTH)
     client.post("/users", json={"username": "cosmo"}, headers={"Authorization": "Bearer wrong"})
     levels = {line["message"]: line["level"] for line in access_lines(capsys)}
     assert levels == {"GET /users/{user_id} 404": "INFO", "POST /users 401": "WARNING"}
+
+
+class BrokenPipe(io.StringIO):
+    """A stdout whose reader has gone."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_stdout_that_cannot_be_written_loses_the_access_line_not_the_request(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdout", BrokenPipe())
+    for _ in range(2):  # the connection, kept alive, answers the next request too
+        assert client.get("/users", headers=AUTH).status_code == 200
 
 
 # Handlers and their operations

@@ -16,7 +16,8 @@ from users_api.logs import AccessLines, JsonFormatter
 
 
 def record(**attributes: object) -> logging.LogRecord:
-    """A record as `logger.info("%s %s", "GET", 200, extra=...)` makes, after the id filter."""
+    """A record as `logger.info("%s %s", "GET", 200, extra=...)` makes, after the id filter
+    (the names are the access log's, whose fields `AccessLines` writes as these would be)."""
     made = logging.getLogger("users.access").makeRecord(
         "users.access", logging.INFO, "app.py", 7, "%s %s", ("GET", 200), None, extra=attributes
     )
