@@ -71,31 +71,47 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "correlation_id", None),
-        }
-        line.update((name, value) for name, value in vars(record).items() if name not in _OWN)
+        fields = {name: value for name, value in vars(record).items() if name not in _OWN}
         if record.exc_info and not record.exc_text:  # cached, as `logging.Formatter` does
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line["exc_info"] = record.exc_text
+            fields["exc_info"] = record.exc_text
         if record.stack_info:
-            line["stack_info"] = self.formatStack(record.stack_info)
-        line["time"] = datetime.fromtimestamp(record.created, UTC)
-        return _json(line)
+            fields["stack_info"] = self.formatStack(record.stack_info)
+        return _json_line(
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "correlation_id", None),
+            fields,
+            datetime.fromtimestamp(record.created, UTC),
+        )
 
 
 _OWN = frozenset(
-    {*vars(logging.makeLogRecord({})), "message", "asctime", "correlation_id"}
-    | {"color_message"}  # uvicorn's ANSI-coloured copy of its message, for terminals
+    {*vars(logging.makeLogRecord({})), "message", "asctime", "correlation_id", "color_message"}
 )
-"""A record's own attributes, or a formatter's; any other came from the call's `extra`."""
+"""A record's own attributes, a formatter's, and uvicorn's `color_message` (an ANSI-coloured
+copy of its message, for terminals); any other came from the call's `extra`."""
 
 
-def _json(line: dict[str, Any]) -> str:
+def _json_line(
+    level: str,
+    logger: str,
+    message: str,
+    request_id: str | None,
+    fields: dict[str, Any],
+    moment: datetime,
+) -> str:
+    """The JSON line of every log line, the access log's included: its fields in this order."""
+    line: dict[str, Any] = {
+        "level": level,
+        "logger": logger,
+        "message": message,
+        "request_id": request_id,
+        **fields,
+        "time": moment,
+    }
     return orjson.dumps(line, default=_as_text, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -126,15 +142,13 @@ class AccessLines:
     def write(self, level: int, message: str, fields: dict[str, Any]) -> None:
         level_name = logging.getLevelName(level)
         if self._text is None:
-            line = _json(
-                {
-                    "level": level_name,
-                    "logger": ACCESS_LOGGER,
-                    "message": message,
-                    "request_id": correlation_id.get("-"),
-                    **fields,
-                    "time": datetime.now(UTC),
-                }
+            line = _json_line(
+                level_name,
+                ACCESS_LOGGER,
+                message,
+                correlation_id.get("-"),
+                fields,
+                datetime.now(UTC),
             )
         else:
             line = self._text.format(
