@@ -15,8 +15,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypeVar
@@ -412,11 +412,17 @@ class PostgresStore:
         _PROGRESS.set(state)
         try:
             async with asyncio.timeout(seconds) as waiting:
-                async with pool.connection() as db:
+                db = await pool.take()
+                try:
                     if not self._schema_current:
                         await self._require_current_schema(db)
                     state.sent = write
-                    return await work(db)
+                    done = await work(db)
+                except BaseException as error:
+                    pool.give_back(db, error)
+                    raise
+                pool.give_back(db)
+                return done
         except TimeoutError:
             if not waiting.expired():
                 raise
@@ -494,30 +500,34 @@ class _Pool:
         self._open: set[Connection] = set()
         self.keeper: AsyncGenerator[None] | None = None
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        async with self._slots:
-            connection = None
-            while self._idle and connection is None:
-                idle = self._idle.pop()
-                connection = None if idle.is_closed() else idle
-            if connection is None:
-                connection = await self._connect()
-                self._open.add(connection)
-            try:
-                yield connection
-            except BaseException as error:
-                if (
-                    isinstance(error, Exception)
-                    and not isinstance(error, _BROKEN)
-                    and not connection.is_closed()
-                    and not connection.is_in_transaction()
-                ):
-                    self._idle.append(connection)
-                else:
-                    self._drop(connection)
-                raise
+    async def take(self) -> Connection:
+        """An idle connection, or a new one; `give_back` returns it. (A pair, not an
+        `@asynccontextmanager`, whose generator cost a request ~5 µs.)"""
+        await self._slots.acquire()
+        try:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.is_closed():
+                    return connection
+            connection = await self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._open.add(connection)
+        return connection
+
+    def give_back(self, connection: Connection, error: BaseException | None = None) -> None:
+        """Kept for the next call, unless `error` may have left it unusable or busy."""
+        if error is None or (
+            isinstance(error, Exception)
+            and not isinstance(error, _BROKEN)
+            and not connection.is_closed()
+            and not connection.is_in_transaction()
+        ):
             self._idle.append(connection)
+        else:
+            self._drop(connection)
+        self._slots.release()
 
     def _drop(self, connection: Connection) -> None:
         connection.terminate()
