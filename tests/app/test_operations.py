@@ -254,6 +254,17 @@ def test_while_serving_what_the_app_built_is_out_of_the_collectors_full_passes()
     assert gc.get_freeze_count() == 0
 
 
+def test_while_serving_requests_do_not_set_off_the_collectors_young_passes() -> None:
+    default = gc.get_threshold()
+    app = create_app(Settings(api_keys=(API_KEY,)), store=MemoryStore())
+    with app.test_client() as client:
+        young = gc.get_stats()[0]["collections"]
+        for _ in range(300):
+            assert client.get("/users", headers=AUTH).status_code == 200
+        assert gc.get_stats()[0]["collections"] == young
+    assert gc.get_threshold() == default
+
+
 # Metrics and the log
 
 
